@@ -1,0 +1,355 @@
+//! Settings: every value comes from a flag or its environment variable, with the same
+//! meaning everywhere. Values arrive as strings and are parsed here, so that a bad one
+//! stops start-up with one line naming the variable and what it accepts (exit code 2).
+
+use crate::store::cassandra::CassandraOptions;
+use crate::store::cassandra::migrate::validate_keyspace;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable} (--{flag}) {value:?}: expected {accepts}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// The equivalent flag.
+    pub flag: &'static str,
+    /// What was given (secrets are never echoed; see [`ConfigError::secret`]).
+    pub value: String,
+    /// What would have been accepted.
+    pub accepts: String,
+}
+
+impl ConfigError {
+    fn new(
+        variable: &'static str,
+        flag: &'static str,
+        value: &str,
+        accepts: impl Into<String>,
+    ) -> Self {
+        Self {
+            variable,
+            flag,
+            value: value.to_owned(),
+            accepts: accepts.into(),
+        }
+    }
+
+    fn secret(variable: &'static str, flag: &'static str, accepts: impl Into<String>) -> Self {
+        Self::new(variable, flag, "<redacted>", accepts)
+    }
+}
+
+/// Where the data lives: flags shared by every subcommand that opens the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// `embedded` (SQLite under --data-dir) or `cassandra`.
+    #[arg(long = "store", env = "KILLRVIDEO_STORE", default_value = "embedded")]
+    pub store: String,
+    /// The embedded store's directory.
+    #[arg(
+        long = "data-dir",
+        env = "KILLRVIDEO_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+    /// Comma-separated Cassandra contact points, `host:port`.
+    #[arg(
+        long = "cassandra-contact-points",
+        env = "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
+        default_value = "127.0.0.1:9042"
+    )]
+    pub contact_points: String,
+    /// Cassandra keyspace.
+    #[arg(
+        long = "cassandra-keyspace",
+        env = "KILLRVIDEO_CASSANDRA_KEYSPACE",
+        default_value = "killrvideo"
+    )]
+    pub keyspace: String,
+    /// Preferred Cassandra datacenter (optional).
+    #[arg(long = "cassandra-local-dc", env = "KILLRVIDEO_CASSANDRA_LOCAL_DC")]
+    pub local_dc: Option<String>,
+    /// Replication `migrate` uses when it creates the keyspace:
+    /// `SimpleStrategy:<rf>` or `NetworkTopologyStrategy:<dc>=<rf>[,<dc>=<rf>...]`.
+    #[arg(
+        long = "cassandra-replication",
+        env = "KILLRVIDEO_CASSANDRA_REPLICATION",
+        default_value = "SimpleStrategy:1"
+    )]
+    pub replication: String,
+    /// Deadline for one Cassandra request, e.g. `2s` or `500ms`.
+    #[arg(
+        long = "cassandra-request-timeout",
+        env = "KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT",
+        default_value = "2s"
+    )]
+    pub request_timeout: String,
+}
+
+/// Which backend, with its settings.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// SQLite in this directory.
+    Embedded {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// A Cassandra cluster.
+    Cassandra(CassandraOptions),
+}
+
+fn parse_duration(
+    raw: &str,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(ConfigError::new(
+            variable,
+            flag,
+            raw,
+            "a positive duration such as `30m`, `2s` or `500ms`",
+        )),
+    }
+}
+
+/// Renders `SimpleStrategy:1` or `NetworkTopologyStrategy:dc1=3,dc2=2` as a CQL map.
+pub fn parse_replication(raw: &str) -> Result<String, ConfigError> {
+    const ACCEPTS: &str =
+        "`SimpleStrategy:<rf>` or `NetworkTopologyStrategy:<dc>=<rf>[,<dc>=<rf>...]`";
+    let fail = || {
+        ConfigError::new(
+            "KILLRVIDEO_CASSANDRA_REPLICATION",
+            "cassandra-replication",
+            raw,
+            ACCEPTS,
+        )
+    };
+    let factor = |s: &str| s.trim().parse::<u16>().ok().filter(|rf| *rf >= 1);
+    let (class, rest) = raw.trim().split_once(':').ok_or_else(fail)?;
+    match class.trim() {
+        "SimpleStrategy" => {
+            let rf = factor(rest).ok_or_else(fail)?;
+            Ok(format!(
+                "{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+            ))
+        }
+        "NetworkTopologyStrategy" => {
+            let mut entries = Vec::new();
+            for pair in rest.split(',') {
+                let (dc, rf) = pair.split_once('=').ok_or_else(fail)?;
+                let dc = dc.trim();
+                let dc_ok = !dc.is_empty()
+                    && dc
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                let rf = factor(rf).filter(|_| dc_ok).ok_or_else(fail)?;
+                entries.push(format!("'{dc}': {rf}"));
+            }
+            Ok(format!(
+                "{{'class': 'NetworkTopologyStrategy', {}}}",
+                entries.join(", ")
+            ))
+        }
+        _ => Err(fail()),
+    }
+}
+
+impl StoreArgs {
+    /// Validates the store settings.
+    pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        match self.store.trim() {
+            "embedded" => Ok(StoreSettings::Embedded {
+                data_dir: self.data_dir.clone(),
+            }),
+            "cassandra" => {
+                let contact_points: Vec<String> = self
+                    .contact_points
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let valid_point = |p: &String| {
+                    p.rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                };
+                if contact_points.is_empty() || !contact_points.iter().all(valid_point) {
+                    return Err(ConfigError::new(
+                        "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
+                        "cassandra-contact-points",
+                        &self.contact_points,
+                        "comma-separated `host:port` pairs",
+                    ));
+                }
+                validate_keyspace(&self.keyspace).map_err(|accepts| {
+                    ConfigError::new(
+                        "KILLRVIDEO_CASSANDRA_KEYSPACE",
+                        "cassandra-keyspace",
+                        &self.keyspace,
+                        accepts,
+                    )
+                })?;
+                let local_dc = self
+                    .local_dc
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
+                Ok(StoreSettings::Cassandra(CassandraOptions {
+                    contact_points,
+                    keyspace: self.keyspace.clone(),
+                    local_dc: local_dc.map(str::to_owned),
+                    replication: parse_replication(&self.replication)?,
+                    request_timeout: parse_duration(
+                        &self.request_timeout,
+                        "KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT",
+                        "cassandra-request-timeout",
+                    )?,
+                }))
+            }
+            other => Err(ConfigError::new(
+                "KILLRVIDEO_STORE",
+                "store",
+                other,
+                "`embedded` or `cassandra`",
+            )),
+        }
+    }
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Listen address.
+    #[arg(
+        long = "listen",
+        env = "KILLRVIDEO_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+    /// HS256 secret for tokens. Required in production; without it a random one is
+    /// generated (tokens then die with the process).
+    #[arg(
+        long = "jwt-secret",
+        env = "KILLRVIDEO_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Token lifetime.
+    #[arg(long = "jwt-ttl", env = "KILLRVIDEO_JWT_TTL", default_value = "30m")]
+    pub jwt_ttl: String,
+}
+
+/// Validated `serve` settings.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Backend.
+    pub store: StoreSettings,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The configured secret; `None` means "generate one and warn".
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Token lifetime.
+    pub jwt_ttl: Duration,
+}
+
+/// Shortest secret accepted: HS256 wants at least 256 bits of key.
+const MIN_SECRET_BYTES: usize = 32;
+
+impl ServeArgs {
+    /// Validates every `serve` setting.
+    pub fn settings(&self) -> Result<ServeSettings, ConfigError> {
+        let listen = self.listen.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "KILLRVIDEO_LISTEN",
+                "listen",
+                &self.listen,
+                "an address such as `127.0.0.1:8080`",
+            )
+        })?;
+        let jwt_secret = match &self.jwt_secret {
+            None => None,
+            Some(secret) if secret.len() >= MIN_SECRET_BYTES => Some(secret.as_bytes().to_vec()),
+            Some(_) => {
+                return Err(ConfigError::secret(
+                    "KILLRVIDEO_JWT_SECRET",
+                    "jwt-secret",
+                    format!("at least {MIN_SECRET_BYTES} bytes"),
+                ));
+            }
+        };
+        Ok(ServeSettings {
+            store: self.store.settings()?,
+            listen,
+            jwt_secret,
+            jwt_ttl: parse_duration(&self.jwt_ttl, "KILLRVIDEO_JWT_TTL", "jwt-ttl")?,
+        })
+    }
+}
+
+/// `json` or `pretty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Parses `KILLRVIDEO_LOG_FORMAT`.
+pub fn parse_log_format(raw: &str) -> Result<LogFormat, ConfigError> {
+    match raw.trim() {
+        "json" => Ok(LogFormat::Json),
+        "pretty" => Ok(LogFormat::Pretty),
+        _ => Err(ConfigError::new(
+            "KILLRVIDEO_LOG_FORMAT",
+            "log-format",
+            raw,
+            "`json` or `pretty`",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_forms() {
+        assert_eq!(
+            parse_replication("SimpleStrategy:1").unwrap(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        assert_eq!(
+            parse_replication("NetworkTopologyStrategy:dc1=3,dc2=2").unwrap(),
+            "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
+        );
+        for bad in [
+            "",
+            "SimpleStrategy",
+            "SimpleStrategy:0",
+            "Foo:1",
+            "NetworkTopologyStrategy:dc'1=3",
+        ] {
+            let err = parse_replication(bad).unwrap_err();
+            assert_eq!(err.variable, "KILLRVIDEO_CASSANDRA_REPLICATION");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_echo_secrets() {
+        let message =
+            ConfigError::secret("KILLRVIDEO_JWT_SECRET", "jwt-secret", "at least 32 bytes")
+                .to_string();
+        assert!(message.contains("KILLRVIDEO_JWT_SECRET"));
+        assert!(message.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The events that make up a user's history: the source of truth from which the users
+//! table is derived. Events are named in the past tense, versioned, and never changed
+//! once written.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The payload schema version written with every event. Bump it (and teach
+/// [`UserEvent::decode`] the old shape) when a payload changes incompatibly.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// 100 ns ticks between the Gregorian epoch of v1 UUIDs (1582-10-15) and the Unix epoch.
+const GREGORIAN_TO_UNIX_TICKS: u64 = 0x01B2_1DD2_1381_4000;
+
+/// A time-ordered event id (a v1 time UUID, Cassandra's `timeuuid`) for an event that
+/// occurred `micros` after the Unix epoch. `node` makes ids from different processes
+/// distinct; `counter` those from one process in the same microsecond.
+pub fn event_id_at(micros: i64, counter: u16, node: [u8; 6]) -> Uuid {
+    let ticks = (micros.max(0) as u64) * 10 + GREGORIAN_TO_UNIX_TICKS;
+    uuid::Builder::from_gregorian_timestamp(ticks, counter & 0x3FFF, &node).into_uuid()
+}
+
+/// When the event with this id occurred, in microseconds since the Unix epoch; `None`
+/// for an id that is not a time UUID.
+pub fn event_micros(event_id: Uuid) -> Option<i64> {
+    let (ticks, _) = event_id.get_timestamp()?.to_gregorian();
+    Some(((ticks.checked_sub(GREGORIAN_TO_UNIX_TICKS)?) / 10) as i64)
+}
+
+/// Converts microseconds since the epoch to a UTC instant.
+pub fn micros_to_datetime(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The user themself, through the API.
+    User(Uuid),
+    /// An operator, through the CLI; the string names them (their login, or `cli`).
+    Operator(String),
+}
+
+impl Actor {
+    /// Stored form: `user:<uuid>` or `operator:<name>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Actor::User(id) => format!("user:{id}"),
+            Actor::Operator(name) => format!("operator:{name}"),
+        }
+    }
+
+    /// Reads the stored form back; anything unrecognised is kept as an operator string
+    /// rather than failing a whole history read.
+    pub fn decode(raw: &str) -> Self {
+        match raw.split_once(':') {
+            Some(("user", id)) => match Uuid::parse_str(id) {
+                Ok(id) => Actor::User(id),
+                Err(_) => Actor::Operator(raw.to_owned()),
+            },
+            Some(("operator", name)) => Actor::Operator(name.to_owned()),
+            _ => Actor::Operator(raw.to_owned()),
+        }
+    }
+}
+
+/// A changed field: its value before the event (`None` when it had none) and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange<T> {
+    /// The value the writer saw before the change.
+    pub from: Option<T>,
+    /// The value written.
+    pub to: T,
+}
+
+/// Payload of `UserRegistered`: the whole initial profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    /// The address as registered (domain lowercased).
+    pub email: String,
+    /// First name.
+    pub firstname: String,
+    /// Last name.
+    pub lastname: String,
+    /// Initial status; `viewer` for self-registration.
+    pub account_status: String,
+}
+
+/// Payload of `ProfileUpdated`: only the fields the request gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    /// Set when the request gave a first name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firstname: Option<FieldChange<String>>,
+    /// Set when the request gave a last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lastname: Option<FieldChange<String>>,
+}
+
+/// Payload of `UserLoggedIn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLoggedIn {
+    /// The new last login time (the event's own time, to the millisecond).
+    pub last_login_date: FieldChange<DateTime<Utc>>,
+}
+
+/// Payload of `AccountStatusChanged`, recorded by the `set-role` operator command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStatusChanged {
+    /// Old and new status.
+    pub account_status: FieldChange<String>,
+}
+
+/// Everything that can happen to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserEvent {
+    /// The account was created.
+    UserRegistered(UserRegistered),
+    /// The user changed their names.
+    ProfileUpdated(ProfileUpdated),
+    /// The user logged in.
+    UserLoggedIn(UserLoggedIn),
+    /// An operator changed the account status (the role).
+    AccountStatusChanged(AccountStatusChanged),
+}
+
+/// A stored event that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// The type name is not one this build knows.
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    /// The payload's schema version is newer than this build.
+    #[error("event schema version {0} is not supported")]
+    UnsupportedVersion(i32),
+    /// The payload does not match its type.
+    #[error("malformed {event_type} payload: {source}")]
+    Payload {
+        /// The stored type.
+        event_type: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+impl UserEvent {
+    /// The type name stored in the log.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            UserEvent::UserRegistered(_) => "UserRegistered",
+            UserEvent::ProfileUpdated(_) => "ProfileUpdated",
+            UserEvent::UserLoggedIn(_) => "UserLoggedIn",
+            UserEvent::AccountStatusChanged(_) => "AccountStatusChanged",
+        }
+    }
+
+    /// The payload as stored: compact JSON.
+    pub fn payload_json(&self) -> String {
+        let encoded = match self {
+            UserEvent::UserRegistered(p) => serde_json::to_string(p),
+            UserEvent::ProfileUpdated(p) => serde_json::to_string(p),
+            UserEvent::UserLoggedIn(p) => serde_json::to_string(p),
+            UserEvent::AccountStatusChanged(p) => serde_json::to_string(p),
+        };
+        // Serialising these plain structs of strings and timestamps cannot fail.
+        encoded.unwrap_or_default()
+    }
+
+    /// Reads a stored event back.
+    pub fn decode(
+        event_type: &str,
+        schema_version: i32,
+        payload: &str,
+    ) -> Result<Self, EventDecodeError> {
+        if schema_version != SCHEMA_VERSION {
+            return Err(EventDecodeError::UnsupportedVersion(schema_version));
+        }
+        let wrap = |source| EventDecodeError::Payload {
+            event_type: event_type.to_owned(),
+            source,
+        };
+        Ok(match event_type {
+            "UserRegistered" => {
+                UserEvent::UserRegistered(serde_json::from_str(payload).map_err(wrap)?)
+            }
+            "ProfileUpdated" => {
+                UserEvent::ProfileUpdated(serde_json::from_str(payload).map_err(wrap)?)
+            }
+            "UserLoggedIn" => UserEvent::UserLoggedIn(serde_json::from_str(payload).map_err(wrap)?),
+            "AccountStatusChanged" => {
+                UserEvent::AccountStatusChanged(serde_json::from_str(payload).map_err(wrap)?)
+            }
+            other => return Err(EventDecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+/// An event with everything the log records about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEnvelope {
+    /// The user the event belongs to (the log's partition key).
+    pub user_id: Uuid,
+    /// Time-ordered and unique; its timestamp is when the event occurred and is the write
+    /// time of every cell the event projects.
+    pub event_id: Uuid,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The `x-request-id` of the HTTP request that caused it, if any.
+    pub request_id: Option<String>,
+    /// What happened.
+    pub event: UserEvent,
+}
+
+impl EventEnvelope {
+    /// When the event occurred, in microseconds since the epoch (from its id).
+    pub fn occurred_micros(&self) -> i64 {
+        event_micros(self.event_id).unwrap_or_default()
+    }
+
+    /// When the event occurred.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        micros_to_datetime(self.occurred_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_their_time_and_sort_by_it() {
+        let micros = 1_795_000_000_123_456;
+        let id = event_id_at(micros, 7, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(id.get_version_num(), 1);
+        assert_eq!(event_micros(id), Some(micros));
+        let later = event_id_at(micros + 1, 0, [0; 6]);
+        assert!(event_micros(later) > event_micros(id));
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let event = UserEvent::ProfileUpdated(ProfileUpdated {
+            firstname: Some(FieldChange {
+                from: Some("John".into()),
+                to: "Jane".into(),
+            }),
+            lastname: None,
+        });
+        let json = event.payload_json();
+        assert_eq!(json, r#"{"firstname":{"from":"John","to":"Jane"}}"#);
+        assert_eq!(
+            UserEvent::decode("ProfileUpdated", SCHEMA_VERSION, &json).unwrap(),
+            event
+        );
+        assert!(UserEvent::decode("ProfileUpdated", 99, &json).is_err());
+        assert!(UserEvent::decode("Nope", SCHEMA_VERSION, "{}").is_err());
+    }
+
+    #[test]
+    fn actors_round_trip() {
+        let id = Uuid::new_v4();
+        assert_eq!(Actor::decode(&Actor::User(id).encode()), Actor::User(id));
+        assert_eq!(
+            Actor::decode(&Actor::Operator("ops".into()).encode()),
+            Actor::Operator("ops".into())
+        );
+    }
+}

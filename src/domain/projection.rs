@@ -1,0 +1,308 @@
+//! The projection: how an event becomes column writes on the `users` table, and how
+//! those writes fold into a row. This one function serves the live write path (both
+//! backends), the audit replay (`as_of`) and the rebuild/verify jobs, so they cannot
+//! disagree.
+
+use super::events::{EventEnvelope, UserEvent};
+use super::user::{Cell, UserRow};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A writable column of `users`. `last_event_id` is not listed: every projection writes
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Column {
+    /// `email`
+    Email,
+    /// `firstname`
+    Firstname,
+    /// `lastname`
+    Lastname,
+    /// `account_status`
+    AccountStatus,
+    /// `created_date`
+    CreatedDate,
+    /// `last_login_date`
+    LastLoginDate,
+}
+
+impl Column {
+    /// Every column, in table order.
+    pub const ALL: [Column; 6] = [
+        Column::Email,
+        Column::Firstname,
+        Column::Lastname,
+        Column::AccountStatus,
+        Column::CreatedDate,
+        Column::LastLoginDate,
+    ];
+
+    /// The CQL/SQL column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Email => "email",
+            Column::Firstname => "firstname",
+            Column::Lastname => "lastname",
+            Column::AccountStatus => "account_status",
+            Column::CreatedDate => "created_date",
+            Column::LastLoginDate => "last_login_date",
+        }
+    }
+}
+
+/// A value to write into a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CellValue {
+    /// For text columns.
+    Text(String),
+    /// For timestamp columns (millisecond precision, as CQL `timestamp`).
+    Time(DateTime<Utc>),
+}
+
+/// Everything one event writes to one users row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    /// The row.
+    pub user_id: Uuid,
+    /// Written into `last_event_id`.
+    pub event_id: Uuid,
+    /// The write time of every cell: the event's own time, so that replaying the log in
+    /// any order converges to the same cells.
+    pub write_time: i64,
+    /// The column writes, in [`Column`] order.
+    pub writes: Vec<(Column, CellValue)>,
+}
+
+impl Projection {
+    /// The columns written, in order; backends use it to pick the prepared statement.
+    pub fn columns(&self) -> Vec<Column> {
+        self.writes.iter().map(|(column, _)| *column).collect()
+    }
+}
+
+/// Every column set [`project`] can produce. Backends prepare one statement per set at
+/// start-up; a unit test keeps this list in step with [`project`].
+pub const COLUMN_SETS: [&[Column]; 6] = [
+    &[
+        Column::Email,
+        Column::Firstname,
+        Column::Lastname,
+        Column::AccountStatus,
+        Column::CreatedDate,
+    ],
+    &[Column::Firstname],
+    &[Column::Lastname],
+    &[Column::Firstname, Column::Lastname],
+    &[Column::AccountStatus],
+    &[Column::LastLoginDate],
+];
+
+/// The column writes an event implies.
+pub fn project(envelope: &EventEnvelope) -> Projection {
+    let text = |s: &str| CellValue::Text(s.to_owned());
+    let writes = match &envelope.event {
+        UserEvent::UserRegistered(e) => vec![
+            (Column::Email, text(&e.email)),
+            (Column::Firstname, text(&e.firstname)),
+            (Column::Lastname, text(&e.lastname)),
+            (Column::AccountStatus, text(&e.account_status)),
+            (
+                Column::CreatedDate,
+                CellValue::Time(truncate_to_millis(envelope.occurred_at())),
+            ),
+        ],
+        UserEvent::ProfileUpdated(e) => {
+            let mut writes = Vec::with_capacity(2);
+            if let Some(change) = &e.firstname {
+                writes.push((Column::Firstname, text(&change.to)));
+            }
+            if let Some(change) = &e.lastname {
+                writes.push((Column::Lastname, text(&change.to)));
+            }
+            writes
+        }
+        UserEvent::UserLoggedIn(e) => {
+            vec![(Column::LastLoginDate, CellValue::Time(e.last_login_date.to))]
+        }
+        UserEvent::AccountStatusChanged(e) => {
+            vec![(Column::AccountStatus, text(&e.account_status.to))]
+        }
+    };
+    Projection {
+        user_id: envelope.user_id,
+        event_id: envelope.event_id,
+        write_time: envelope.occurred_micros(),
+        writes,
+    }
+}
+
+/// Truncates to what a CQL `timestamp` keeps, so both backends store the same instant.
+pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+}
+
+impl UserRow {
+    /// Folds a projection into the row, cell by cell, last write wins.
+    pub fn apply(&mut self, projection: &Projection) {
+        let at = projection.write_time;
+        for (column, value) in &projection.writes {
+            match (column, value.clone()) {
+                (Column::Email, CellValue::Text(v)) => Cell::merge(&mut self.email, cell(v, at)),
+                (Column::Firstname, CellValue::Text(v)) => {
+                    Cell::merge(&mut self.firstname, cell(v, at))
+                }
+                (Column::Lastname, CellValue::Text(v)) => {
+                    Cell::merge(&mut self.lastname, cell(v, at))
+                }
+                (Column::AccountStatus, CellValue::Text(v)) => {
+                    Cell::merge(&mut self.account_status, cell(v, at))
+                }
+                (Column::CreatedDate, CellValue::Time(v)) => {
+                    Cell::merge(&mut self.created_date, cell(v, at))
+                }
+                (Column::LastLoginDate, CellValue::Time(v)) => {
+                    Cell::merge(&mut self.last_login_date, cell(v, at))
+                }
+                // project() never pairs a column with the other kind of value.
+                _ => {}
+            }
+        }
+        Cell::merge(&mut self.last_event_id, cell(projection.event_id, at));
+    }
+}
+
+fn cell<T>(value: T, written_at: i64) -> Cell<T> {
+    Cell { value, written_at }
+}
+
+/// The row the given events imply, in whatever order they come.
+pub fn replay<'a>(user_id: Uuid, events: impl IntoIterator<Item = &'a EventEnvelope>) -> UserRow {
+    let mut row = UserRow::empty(user_id);
+    for envelope in events {
+        row.apply(&project(envelope));
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{
+        AccountStatusChanged, Actor, FieldChange, ProfileUpdated, UserLoggedIn, UserRegistered,
+        event_id_at,
+    };
+
+    fn envelope(user_id: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {
+        EventEnvelope {
+            user_id,
+            event_id: event_id_at(micros, 0, [9; 6]),
+            actor: Actor::User(user_id),
+            request_id: None,
+            event,
+        }
+    }
+
+    fn rename(first: Option<&str>, last: Option<&str>) -> UserEvent {
+        let change = |to: &str| FieldChange {
+            from: None,
+            to: to.to_owned(),
+        };
+        UserEvent::ProfileUpdated(ProfileUpdated {
+            firstname: first.map(change),
+            lastname: last.map(change),
+        })
+    }
+
+    fn history(user: Uuid) -> Vec<EventEnvelope> {
+        vec![
+            envelope(
+                user,
+                1_000_000,
+                UserEvent::UserRegistered(UserRegistered {
+                    email: "a@b.io".into(),
+                    firstname: "Ann".into(),
+                    lastname: "Lee".into(),
+                    account_status: "viewer".into(),
+                }),
+            ),
+            envelope(user, 2_000_000, rename(Some("Anna"), None)),
+            envelope(user, 3_000_000, rename(None, Some("Li"))),
+            envelope(user, 4_000_000, rename(Some("Annie"), Some("Lo"))),
+            envelope(
+                user,
+                5_000_000,
+                UserEvent::UserLoggedIn(UserLoggedIn {
+                    last_login_date: FieldChange {
+                        from: None,
+                        to: DateTime::from_timestamp_millis(5_000).unwrap(),
+                    },
+                }),
+            ),
+            envelope(
+                user,
+                6_000_000,
+                UserEvent::AccountStatusChanged(AccountStatusChanged {
+                    account_status: FieldChange {
+                        from: Some("viewer".into()),
+                        to: "moderator".into(),
+                    },
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn given_a_history_when_replayed_then_each_column_holds_its_latest_write() {
+        let user = Uuid::new_v4();
+        let events = history(user);
+        let row = replay(user, &events);
+        assert!(row.is_registered());
+        assert_eq!(row.firstname(), Some("Annie"));
+        assert_eq!(row.lastname(), Some("Lo"));
+        assert_eq!(row.account_status(), Some("moderator"));
+        assert_eq!(row.firstname.as_ref().unwrap().written_at, 4_000_000);
+        assert_eq!(row.email.as_ref().unwrap().written_at, 1_000_000);
+        assert_eq!(row.version(), Some(events[5].event_id));
+        assert_eq!(
+            row.created_date.as_ref().unwrap().value,
+            DateTime::from_timestamp_millis(1_000).unwrap()
+        );
+    }
+
+    #[test]
+    fn replay_order_does_not_matter() {
+        let user = Uuid::new_v4();
+        let events = history(user);
+        let forward = replay(user, &events);
+        let backward = replay(user, events.iter().rev());
+        let mut shuffled: Vec<&EventEnvelope> = events.iter().collect();
+        shuffled.swap(0, 3);
+        shuffled.swap(1, 5);
+        assert_eq!(forward, backward);
+        assert_eq!(forward, replay(user, shuffled));
+    }
+
+    #[test]
+    fn ties_go_to_the_larger_value_like_cassandra() {
+        let user = Uuid::new_v4();
+        let a = envelope(user, 10, rename(Some("Abe"), None));
+        let mut b = envelope(user, 10, rename(Some("Zed"), None));
+        b.event_id = a.event_id;
+        assert_eq!(replay(user, [&a, &b]).firstname(), Some("Zed"));
+        assert_eq!(replay(user, [&b, &a]).firstname(), Some("Zed"));
+    }
+
+    #[test]
+    fn every_projection_uses_a_prepared_column_set() {
+        let user = Uuid::new_v4();
+        let mut events = history(user);
+        events.push(envelope(user, 7, rename(None, Some("x"))));
+        for event in &events {
+            let columns = project(event).columns();
+            assert!(
+                COLUMN_SETS.iter().any(|set| *set == columns.as_slice()),
+                "{columns:?} is not in COLUMN_SETS"
+            );
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The one error type of the HTTP edge, rendered as RFC 9457 problem details.
+//!
+//! Client mistakes are 4xx with a precise `detail`. Server faults are 500 with a generic
+//! `detail`; the cause is logged once, with the same request id the body carries.
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+tokio::task_local! {
+    /// The request being served, so any error can name it (`instance`, `request_id`)
+    /// without every handler passing it along. Set by [`super::middleware::problem_context`].
+    pub static REQUEST_CONTEXT: RequestContext;
+}
+
+/// What an error response says about its request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request path, used as the problem `instance`.
+    pub path: String,
+    /// The `x-request-id`.
+    pub request_id: String,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: unreadable request (bad JSON, bad path or query parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401 with `WWW-Authenticate: Bearer`.
+    #[error("{detail}")]
+    Unauthorized {
+        /// Shown to the client.
+        detail: String,
+        /// Whether a token was presented and refused (`error="invalid_token"`).
+        invalid_token: bool,
+    },
+    /// 403: authenticated, but the account's role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: e.g. the email is already registered.
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: `If-Match` did not match. Carries the current version and representation.
+    #[error("the user has changed since that version")]
+    PreconditionFailed {
+        /// The current ETag, also sent as the `ETag` header.
+        etag: String,
+        /// The current user, as an extension member.
+        current: Value,
+    },
+    /// 413: body over the limit.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: the body parsed but fields are invalid; one entry per field.
+    #[error("the request body has invalid fields")]
+    Validation(Vec<FieldError>),
+    /// 503 with `Retry-After`: the database cannot be reached.
+    #[error("the data store is unavailable: {0}")]
+    Unavailable(String),
+    /// 503 from `/readyz`: not ready, and the reason is shown (an operator endpoint).
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// 500. The cause is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::SchemaMissing(cause) | StoreError::Internal(cause) => {
+                ApiError::Internal(cause)
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// The one place statuses are decided.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem `type`: a stable identifier per kind of problem.
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "urn:killrvideo:problem:bad-request",
+            ApiError::Unauthorized { .. } => "urn:killrvideo:problem:unauthenticated",
+            ApiError::Forbidden(_) => "urn:killrvideo:problem:forbidden",
+            ApiError::NotFound(_) => "urn:killrvideo:problem:not-found",
+            ApiError::MethodNotAllowed => "urn:killrvideo:problem:method-not-allowed",
+            ApiError::Conflict(_) => "urn:killrvideo:problem:conflict",
+            ApiError::PreconditionFailed { .. } => "urn:killrvideo:problem:precondition-failed",
+            ApiError::PayloadTooLarge(_) => "urn:killrvideo:problem:payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "urn:killrvideo:problem:unsupported-media-type",
+            ApiError::Validation(_) => "urn:killrvideo:problem:validation",
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
+                "urn:killrvideo:problem:unavailable"
+            }
+            ApiError::Internal(_) => "urn:killrvideo:problem:internal",
+        }
+    }
+
+    /// What the client is told. Server-side causes stay in the log.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Unavailable(_) => {
+                "Unable to reach the data store. Please try again later.".into()
+            }
+            ApiError::Internal(_) => {
+                "An unexpected error occurred. Quote the request id when reporting it.".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Builds a problem-details response.
+fn problem_response(status: StatusCode, body: Map<String, Value>, headers: HeaderMap) -> Response {
+    let mut response = (status, headers, Value::Object(body).to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let context = REQUEST_CONTEXT.try_with(Clone::clone).ok();
+        let request_id = context.as_ref().map(|c| c.request_id.clone());
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(request_id = request_id.as_deref(), %cause, "request failed")
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(request_id = request_id.as_deref(), %cause, "data store unavailable")
+            }
+            _ => {}
+        }
+
+        let mut body = Map::new();
+        body.insert("type".into(), json!(self.problem_type()));
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        if let Some(context) = &context {
+            body.insert("instance".into(), json!(context.path));
+            body.insert("request_id".into(), json!(context.request_id));
+        }
+
+        let mut headers = HeaderMap::new();
+        match self {
+            ApiError::Validation(errors) => {
+                body.insert("errors".into(), json!(errors));
+            }
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let challenge = if invalid_token {
+                    r#"Bearer realm="killrvideo", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="killrvideo""#
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            ApiError::PreconditionFailed { etag, current } => {
+                if let Ok(value) = HeaderValue::from_str(&etag) {
+                    headers.insert(header::ETAG, value);
+                }
+                body.insert("current_etag".into(), json!(etag));
+                body.insert("current".into(), current);
+            }
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        problem_response(status, body, headers)
+    }
+}

@@ -1,0 +1,34 @@
+//! Liveness and readiness.
+
+use super::AppState;
+use super::error::ApiError;
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long `/readyz` waits for the store before calling it unreachable.
+pub const READINESS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// `/healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `/readyz`: the store answers. 503 with the reason otherwise, never a hang.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Store unreachable"))
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let backend = state.store.backend();
+    match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready", "store": backend}))),
+        Ok(Err(err)) => Err(ApiError::NotReady(format!("{backend} store: {err}"))),
+        Err(_) => Err(ApiError::NotReady(format!(
+            "{backend} store did not answer within {} ms",
+            READINESS_TIMEOUT.as_millis()
+        ))),
+    }
+}

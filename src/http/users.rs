@@ -1,0 +1,336 @@
+//! `/api/v1/users`: register, login, the caller's profile (GET/PUT /me) and public
+//! profiles. Each handler is the same three moves: validate (domain), decide (domain),
+//! record (store), then answer from what the store holds.
+
+use super::AppState;
+use super::auth::CurrentUser;
+use super::error::ApiError;
+use super::extract::{JsonObject, RequestId};
+use super::representation::{IfMatch, PublicProfile, UserResponse, etag, parse_if_match};
+use crate::domain::events::{Actor, EventEnvelope, UserEvent};
+use crate::domain::profile::ProfileChanges;
+use crate::domain::registration::{LoginAttempt, Registration};
+use crate::domain::{UserRow, decide};
+use crate::store::{Credentials, Precondition, StoreError};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Body of `POST /register` (for the OpenAPI document; parsing is field by field).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RegisterRequest {
+    /// A valid address; uniqueness is case-insensitive.
+    #[schema(example = "jane@example.com")]
+    email: String,
+    /// 8 characters to 128 bytes.
+    #[schema(min_length = 8, example = "correct horse battery")]
+    password: String,
+    /// 1 to 50 characters after trimming (alias `firstName`).
+    #[schema(min_length = 1, max_length = 50)]
+    firstname: String,
+    /// 1 to 50 characters after trimming (alias `lastName`).
+    #[schema(min_length = 1, max_length = 50)]
+    lastname: String,
+}
+
+/// Body of `POST /login`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct LoginRequest {
+    /// The registered address, any case.
+    email: String,
+    /// The password.
+    password: String,
+}
+
+/// Body of `PUT /me`: every field optional, nothing else allowed.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ProfileUpdateRequest {
+    /// New first name, 1 to 50 characters after trimming (alias `firstName`).
+    #[schema(min_length = 1, max_length = 50)]
+    firstname: Option<String>,
+    /// New last name, 1 to 50 characters after trimming (alias `lastName`).
+    #[schema(min_length = 1, max_length = 50)]
+    lastname: Option<String>,
+}
+
+/// Answer of `POST /login`.
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// HS256 bearer token.
+    pub token: String,
+    /// The user, including the login just recorded.
+    pub user: UserResponse,
+}
+
+/// A user with its ETag header.
+fn user_with_etag(status: StatusCode, row: &UserRow) -> Response {
+    let mut response = (status, Json(UserResponse::from(row))).into_response();
+    if let Some(value) = etag(row).and_then(|tag| HeaderValue::from_str(&tag).ok()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+fn envelope(
+    state: &AppState,
+    user_id: Uuid,
+    actor: Actor,
+    request_id: RequestId,
+    event: UserEvent,
+) -> EventEnvelope {
+    EventEnvelope {
+        user_id,
+        event_id: state.clock.next_event_id(),
+        actor,
+        request_id: request_id.0,
+        event,
+    }
+}
+
+/// The refetch: the row as stored after a write.
+async fn refetch(state: &AppState, user_id: Uuid) -> Result<UserRow, ApiError> {
+    state
+        .store
+        .find_user(user_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("user {user_id} vanished after a write")))
+}
+
+/// Registers a new account.
+#[utoipa::path(
+    post, path = "/api/v1/users/register", tag = "users",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = UserResponse, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "Email already registered"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid fields"),
+        (status = 503, description = "Data store unavailable"),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let registration = Registration::from_json(body).map_err(ApiError::Validation)?;
+    let user_id = Uuid::new_v4();
+    let password_hash = state
+        .passwords
+        .hash(registration.password.expose().to_owned())
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))?;
+    let credentials = Credentials {
+        email_key: registration.email.key(),
+        password_hash,
+        user_id,
+        account_locked: false,
+    };
+    let registered = envelope(
+        &state,
+        user_id,
+        Actor::User(user_id),
+        request_id,
+        decide::register(&registration),
+    );
+    state
+        .store
+        .register(&credentials, &registered)
+        .await
+        .map_err(|err| match err {
+            StoreError::Conflict(_) => {
+                ApiError::Conflict("This email is already registered".into())
+            }
+            other => other.into(),
+        })?;
+    let row = refetch(&state, user_id).await?;
+    let mut response = user_with_etag(StatusCode::CREATED, &row);
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{user_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Logs in and returns a bearer token.
+#[utoipa::path(
+    post, path = "/api/v1/users/login", tag = "users",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, description = "Malformed JSON"),
+        (status = 401, description = "Incorrect email or password"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Missing fields"),
+        (status = 503, description = "Data store unavailable"),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let attempt = LoginAttempt::from_json(body).map_err(ApiError::Validation)?;
+    let refused = || ApiError::Unauthorized {
+        detail: "Incorrect email or password".into(),
+        invalid_token: false,
+    };
+    let credentials = state.store.find_credentials(&attempt.email_key()).await?;
+    // Unknown email, locked account and wrong password all cost one argon2 verification
+    // and get the same answer.
+    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
+    let password_matches = state.passwords.verify(attempt.password, stored_hash).await;
+    let credentials = match credentials {
+        Some(c) if password_matches && !c.account_locked => c,
+        _ => return Err(refused()),
+    };
+    let current = state
+        .store
+        .find_user(credentials.user_id)
+        .await?
+        .ok_or_else(refused)?;
+    let logged_in = envelope(
+        &state,
+        current.user_id,
+        Actor::User(current.user_id),
+        request_id,
+        decide::record_login(&current, chrono::Utc::now()),
+    );
+    state.store.append(&logged_in, Precondition::None).await?;
+    let row = refetch(&state, current.user_id).await?;
+    let token = state
+        .jwt
+        .issue(
+            row.user_id,
+            row.account_status().unwrap_or_default(),
+            chrono::Utc::now(),
+        )
+        .map_err(|err| ApiError::Internal(format!("cannot sign token: {err}")))?;
+    Ok(Json(LoginResponse {
+        token,
+        user: UserResponse::from(&row),
+    })
+    .into_response())
+}
+
+/// The caller's own profile.
+#[utoipa::path(
+    get, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserResponse, headers(("ETag" = String))),
+        (status = 401, description = "Missing, invalid or expired token"),
+        (status = 403, description = "Account status does not allow it"),
+        (status = 503, description = "Data store unavailable"),
+    )
+)]
+pub async fn get_me(current: CurrentUser) -> Response {
+    user_with_etag(StatusCode::OK, &current.row)
+}
+
+/// Partially updates the caller's names; returns the refetched user.
+#[utoipa::path(
+    put, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    request_body = ProfileUpdateRequest,
+    params(("If-Match" = Option<String>, Header, description = "ETag from a previous response; makes the update version-checked")),
+    responses(
+        (status = 200, description = "Updated (or unchanged for `{}`)", body = UserResponse, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON"),
+        (status = 401, description = "Missing, invalid or expired token"),
+        (status = 403, description = "Account status does not allow it"),
+        (status = 412, description = "If-Match does not match the current version"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid, protected or unknown fields"),
+        (status = 503, description = "Data store unavailable"),
+    )
+)]
+pub async fn put_me(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    request_id: RequestId,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let changes = ProfileChanges::from_json(body).map_err(ApiError::Validation)?;
+    let row = current.row;
+    let precondition = precondition(&headers, &row)?;
+    let Some(event) = decide::update_profile(&row, changes) else {
+        return Ok(user_with_etag(StatusCode::OK, &row));
+    };
+    let updated = envelope(
+        &state,
+        row.user_id,
+        Actor::User(row.user_id),
+        request_id,
+        event,
+    );
+    match state.store.append(&updated, precondition).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(precondition_failed(&refetch(&state, row.user_id).await?));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    Ok(user_with_etag(
+        StatusCode::OK,
+        &refetch(&state, row.user_id).await?,
+    ))
+}
+
+fn precondition_failed(current: &UserRow) -> ApiError {
+    ApiError::PreconditionFailed {
+        etag: etag(current).unwrap_or_default(),
+        current: serde_json::to_value(UserResponse::from(current)).unwrap_or_default(),
+    }
+}
+
+/// Turns `If-Match` into a store precondition, failing fast when the version the auth
+/// read saw already differs (the LWT would refuse it anyway).
+fn precondition(headers: &HeaderMap, current: &UserRow) -> Result<Precondition, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(Precondition::None);
+    };
+    let raw = raw.to_str().unwrap_or_default();
+    match parse_if_match(raw) {
+        IfMatch::Any => Ok(Precondition::None),
+        IfMatch::Versions(versions) => match current.version() {
+            Some(version) if versions.contains(&version) => Ok(Precondition::LatestEvent(version)),
+            _ => Err(precondition_failed(current)),
+        },
+    }
+}
+
+/// Anyone's public profile.
+#[utoipa::path(
+    get, path = "/api/v1/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "The user id (a UUID)")),
+    responses(
+        (status = 200, description = "Public profile", body = PublicProfile),
+        (status = 400, description = "Not a UUID"),
+        (status = 404, description = "No such user"),
+        (status = 503, description = "Data store unavailable"),
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user_id = Uuid::parse_str(&raw_id)
+        .map_err(|_| ApiError::BadRequest(format!("`{raw_id}` is not a user id (a UUID)")))?;
+    let row = state
+        .store
+        .find_user(user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {user_id}")))?;
+    Ok(Json(PublicProfile::from(&row)).into_response())
+}

@@ -1,0 +1,5 @@
+//! The `killrvideo-users` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    killrvideo_users::cli::main()
+}

@@ -1,0 +1,288 @@
+//! Schema migrations for Cassandra: the numbered CQL files of `migrations/cassandra/`,
+//! compiled into the binary (never read relative to the working directory), applied in
+//! order and recorded in `schema_migrations`.
+//!
+//! Safe to run twice or from two processes at once: every statement is `IF NOT EXISTS`,
+//! and a lease taken with a lightweight transaction lets one process apply at a time, so
+//! two coordinators never race to create the same table with different ids.
+
+use super::{CassandraOptions, classify, open_session};
+use crate::store::StoreError;
+use scylla::client::session::Session;
+use scylla::value::CqlValue;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One numbered migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Its number, the order of application.
+    pub version: i32,
+    /// File name, recorded for humans.
+    pub name: &'static str,
+    /// The CQL, `;`-separated.
+    pub cql: &'static str,
+}
+
+/// Every migration this build knows, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_keyspace.cql",
+        cql: include_str!("../../../migrations/cassandra/0001_keyspace.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_users.cql",
+        cql: include_str!("../../../migrations/cassandra/0002_users.cql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_user_credentials.cql",
+        cql: include_str!("../../../migrations/cassandra/0003_user_credentials.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "0004_user_events.cql",
+        cql: include_str!("../../../migrations/cassandra/0004_user_events.cql"),
+    },
+];
+
+/// How long a migration lease lives if its holder dies without releasing it.
+const LEASE_TTL_SECONDS: i32 = 120;
+
+/// Splits a file into statements: `--` comments dropped, `;` ends a statement.
+pub fn statements(cql: &str) -> Vec<String> {
+    let without_comments: String = cql
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A keyspace name that can be spliced into DDL: CQL's unquoted identifier rules.
+pub fn validate_keyspace(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err("a letter followed by up to 47 letters, digits or underscores".into())
+    }
+}
+
+fn ddl_error(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("migration failed: {err}"))
+}
+
+async fn run(session: &Session, cql: &str) -> Result<(), StoreError> {
+    session
+        .query_unpaged(cql, ())
+        .await
+        .map(|_| ())
+        .map_err(|err| match classify(err) {
+            StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
+            other => ddl_error(format!("`{cql}`: {other}")),
+        })
+}
+
+/// What `migrate` did.
+#[derive(Debug, Default)]
+pub struct MigrationReport {
+    /// Versions applied by this run.
+    pub applied: Vec<i32>,
+    /// Versions found already applied.
+    pub already_applied: Vec<i32>,
+}
+
+/// Creates the keyspace and applies every pending migration.
+pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, StoreError> {
+    validate_keyspace(&options.keyspace).map_err(|accepts| {
+        StoreError::Internal(format!(
+            "invalid keyspace `{}`: expected {accepts}",
+            options.keyspace
+        ))
+    })?;
+    let session = open_session(options).await?;
+    let ks = &options.keyspace;
+    for statement in statements(MIGRATIONS[0].cql) {
+        run(
+            &session,
+            &statement
+                .replace("{keyspace}", ks)
+                .replace("{replication}", &options.replication),
+        )
+        .await?;
+    }
+    run(
+        &session,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations \
+             (version int PRIMARY KEY, name text, applied_at timestamp)"
+        ),
+    )
+    .await?;
+    run(
+        &session,
+        &format!("CREATE TABLE IF NOT EXISTS {ks}.schema_migration_lease (name text PRIMARY KEY, owner uuid)"),
+    )
+    .await?;
+
+    let owner = Uuid::new_v4();
+    acquire_lease(&session, ks, owner).await?;
+    let outcome = apply_pending(&session, ks).await;
+    release_lease(&session, ks, owner).await;
+    outcome
+}
+
+async fn acquire_lease(session: &Session, ks: &str, owner: Uuid) -> Result<(), StoreError> {
+    let claim = format!(
+        "INSERT INTO {ks}.schema_migration_lease (name, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL {LEASE_TTL_SECONDS}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_TTL_SECONDS as u64 + 10);
+    loop {
+        let result = session
+            .query_unpaged(claim.as_str(), (owner,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(ddl_error)?;
+        let row: scylla::value::Row = rows.first_row().map_err(ddl_error)?;
+        if matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true)))) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ddl_error(
+                "another migrate holds the lease; gave up waiting",
+            ));
+        }
+        tracing::info!("another migrate is running; waiting for its lease");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn release_lease(session: &Session, ks: &str, owner: Uuid) {
+    let release =
+        format!("DELETE FROM {ks}.schema_migration_lease WHERE name = 'migrate' IF owner = ?");
+    if let Err(err) = session.query_unpaged(release.as_str(), (owner,)).await {
+        tracing::warn!(error = %err, "could not release the migration lease; it expires by itself");
+    }
+}
+
+async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<i32>, StoreError> {
+    let result = session
+        .query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ())
+        .await
+        .map_err(|err| match classify(err) {
+            StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
+            other => StoreError::SchemaMissing(format!(
+                "keyspace `{ks}` has no schema_migrations table ({other})"
+            )),
+        })?;
+    let rows = result.into_rows_result().map_err(ddl_error)?;
+    let mut versions = Vec::new();
+    for row in rows.rows::<(i32,)>().map_err(ddl_error)? {
+        versions.push(row.map_err(ddl_error)?.0);
+    }
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+async fn apply_pending(session: &Session, ks: &str) -> Result<MigrationReport, StoreError> {
+    let done = applied_versions(session, ks).await?;
+    let mut report = MigrationReport::default();
+    for migration in MIGRATIONS {
+        if done.contains(&migration.version) {
+            report.already_applied.push(migration.version);
+            continue;
+        }
+        if migration.version > 1 {
+            for statement in statements(migration.cql) {
+                // Tables are created in the configured keyspace.
+                session
+                    .use_keyspace(ks, true)
+                    .await
+                    .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+                run(session, &statement).await?;
+            }
+        }
+        session
+            .query_unpaged(
+                format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))"),
+                (migration.version, migration.name),
+            )
+            .await
+            .map_err(classify)?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        report.applied.push(migration.version);
+    }
+    Ok(report)
+}
+
+/// Fails unless every migration of this build is recorded: `serve` refuses to start on
+/// an outdated schema instead of failing on every request.
+pub async fn ensure_migrated(session: &Session, ks: &str) -> Result<(), StoreError> {
+    validate_keyspace(ks).map_err(|accepts| {
+        StoreError::SchemaMissing(format!("invalid keyspace `{ks}`: {accepts}"))
+    })?;
+    let done = applied_versions(session, ks).await?;
+    let missing: Vec<&str> = MIGRATIONS
+        .iter()
+        .filter(|m| !done.contains(&m.version))
+        .map(|m| m.name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaMissing(format!(
+            "keyspace `{ks}` lacks migrations {}; run `killrvideo-users migrate`",
+            missing.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_drop_comments_and_split() {
+        let parsed = statements(
+            "-- a; comment\nCREATE TABLE a (x int); -- trailing\n\nCREATE TABLE b (y int);\n",
+        );
+        assert_eq!(parsed, ["CREATE TABLE a (x int)", "CREATE TABLE b (y int)"]);
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, index + 1);
+            assert!(
+                migration
+                    .name
+                    .starts_with(&format!("{:04}_", migration.version))
+            );
+            assert!(!statements(migration.cql).is_empty());
+        }
+    }
+
+    #[test]
+    fn keyspace_names_are_plain_identifiers() {
+        assert!(validate_keyspace("killrvideo").is_ok());
+        assert!(validate_keyspace("t_123").is_ok());
+        for bad in ["", "1abc", "a-b", "a;DROP", &"k".repeat(49)] {
+            assert!(validate_keyspace(bad).is_err(), "{bad}");
+        }
+    }
+}

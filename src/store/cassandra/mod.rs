@@ -1,0 +1,554 @@
+//! The Cassandra backend: Apache Cassandra 5.0 and compatible servers (ScyllaDB, Astra)
+//! through the scylla driver.
+//!
+//! Every statement is prepared once, in [`CassandraStore::connect`]. The write protocol
+//! (docs/consistency.md):
+//! - plain append: one LOGGED batch holding the event insert and the projection update,
+//!   both `USING TIMESTAMP` the event's time: atomic (eventually), last write wins per
+//!   column, no Paxos;
+//! - version-checked append: the event is appended by a lightweight transaction on the
+//!   user's log partition (`IF head = ?`), then projected `USING TIMESTAMP`; an LWT
+//!   cannot carry a timestamp, nor span tables, hence two steps.
+
+pub mod migrate;
+
+use super::{Credentials, EventPage, Precondition, StoreError, UserStore};
+use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent};
+use crate::domain::projection::{COLUMN_SETS, CellValue, Column, project};
+use crate::domain::user::{Cell, UserRow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::query_result::QueryResult;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct CassandraOptions {
+    /// `host:port` contact points.
+    pub contact_points: Vec<String>,
+    /// Keyspace holding the tables; validated as a plain identifier.
+    pub keyspace: String,
+    /// Preferred datacenter for routing, if any.
+    pub local_dc: Option<String>,
+    /// CQL replication map used when `migrate` creates the keyspace.
+    pub replication: String,
+    /// Per-request deadline; a slower database is reported unavailable.
+    pub request_timeout: Duration,
+}
+
+/// Statements of the request path and the jobs, prepared once at start-up.
+struct Statements {
+    ping: PreparedStatement,
+    select_user: PreparedStatement,
+    select_credentials: PreparedStatement,
+    claim_credentials: PreparedStatement,
+    insert_event: PreparedStatement,
+    append_event_if_head: PreparedStatement,
+    /// One `UPDATE users USING TIMESTAMP ...` per column set the projection can produce.
+    project: HashMap<Vec<Column>, PreparedStatement>,
+    select_events_newest: PreparedStatement,
+    select_events_before: PreparedStatement,
+}
+
+/// The Cassandra store.
+#[derive(Clone)]
+pub struct CassandraStore {
+    session: Arc<Session>,
+    statements: Arc<Statements>,
+}
+
+/// Opens a session. Used by `serve`, `migrate` and the jobs alike.
+pub async fn open_session(options: &CassandraOptions) -> Result<Session, StoreError> {
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &options.local_dc {
+        policy = policy
+            .prefer_datacenter(dc.clone())
+            .permit_dc_failover(false);
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::LocalQuorum)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .request_timeout(Some(options.request_timeout))
+        .load_balancing_policy(policy.build())
+        .build();
+    SessionBuilder::new()
+        .known_nodes(&options.contact_points)
+        .connection_timeout(options.request_timeout)
+        .default_execution_profile_handle(profile.into_handle())
+        .build()
+        .await
+        .map_err(|err| {
+            StoreError::Unavailable(format!(
+                "cannot connect to Cassandra at {}: {err}",
+                options.contact_points.join(",")
+            ))
+        })
+}
+
+/// Classifies a driver error: anything that means "could not get an answer" is
+/// [`StoreError::Unavailable`] (503), the rest is a fault (500).
+pub(crate) fn classify(err: ExecutionError) -> StoreError {
+    use scylla::errors::DbError;
+    let unavailable = match &err {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan
+        | ExecutionError::SchemaAgreementError(_)
+        | ExecutionError::MetadataError(_) => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::Unavailable { .. }
+                    | DbError::Overloaded
+                    | DbError::IsBootstrapping
+                    | DbError::ReadTimeout { .. }
+                    | DbError::WriteTimeout { .. }
+                    | DbError::ReadFailure { .. }
+                    | DbError::WriteFailure { .. }
+                    | DbError::TruncateError
+            ),
+            _ => false,
+        },
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Internal(err.to_string())
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(err.to_string())
+}
+
+/// Reads the `[applied]` flag of an LWT result. Apache Cassandra returns only that
+/// column when the LWT applied and adds the current values when it did not (ScyllaDB
+/// always adds them), so the row is read untyped.
+fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {
+    let rows = result.into_rows_result().map_err(internal)?;
+    let row: Row = rows.first_row().map_err(internal)?;
+    match row.columns.first() {
+        Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+        other => Err(internal(format!("unexpected LWT result column: {other:?}"))),
+    }
+}
+
+fn time_value(at: DateTime<Utc>) -> CqlValue {
+    CqlValue::Timestamp(CqlTimestamp(at.timestamp_millis()))
+}
+
+/// Bind values of a projection statement, in the order its text names them.
+/// Bind values; `None` binds CQL null.
+type BoundValues = Vec<Option<CqlValue>>;
+
+fn projection_values(envelope: &EventEnvelope) -> (Vec<Column>, BoundValues) {
+    let projection = project(envelope);
+    let mut values = Vec::with_capacity(projection.writes.len() + 3);
+    values.push(Some(CqlValue::BigInt(projection.write_time)));
+    for (_, value) in &projection.writes {
+        values.push(Some(match value {
+            CellValue::Text(text) => CqlValue::Text(text.clone()),
+            CellValue::Time(at) => time_value(*at),
+        }));
+    }
+    values.push(Some(CqlValue::Timeuuid(CqlTimeuuid::from(
+        projection.event_id,
+    ))));
+    values.push(Some(CqlValue::Uuid(projection.user_id)));
+    (projection.columns(), values)
+}
+
+fn projection_cql(columns: &[Column]) -> String {
+    let assignments: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} = ?", c.name()))
+        .chain(std::iter::once("last_event_id = ?".to_owned()))
+        .collect();
+    format!(
+        "UPDATE users USING TIMESTAMP ? SET {} WHERE userid = ?",
+        assignments.join(", ")
+    )
+}
+
+/// The `users` columns with their write times, as `find_user` and the jobs read them.
+const SELECT_USER_CQL: &str = "SELECT userid, email, WRITETIME(email), firstname, WRITETIME(firstname), \
+     lastname, WRITETIME(lastname), account_status, WRITETIME(account_status), \
+     created_date, WRITETIME(created_date), last_login_date, WRITETIME(last_login_date), \
+     last_event_id, WRITETIME(last_event_id) FROM users";
+
+/// One row of [`SELECT_USER_CQL`], read by position.
+#[derive(scylla::DeserializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+pub(crate) struct UserCells {
+    userid: Uuid,
+    email: Option<String>,
+    email_wt: Option<i64>,
+    firstname: Option<String>,
+    firstname_wt: Option<i64>,
+    lastname: Option<String>,
+    lastname_wt: Option<i64>,
+    account_status: Option<String>,
+    account_status_wt: Option<i64>,
+    created_date: Option<DateTime<Utc>>,
+    created_date_wt: Option<i64>,
+    last_login_date: Option<DateTime<Utc>>,
+    last_login_date_wt: Option<i64>,
+    last_event_id: Option<CqlTimeuuid>,
+    last_event_id_wt: Option<i64>,
+}
+
+fn cell<T>(value: Option<T>, written_at: Option<i64>) -> Option<Cell<T>> {
+    value
+        .zip(written_at)
+        .map(|(value, written_at)| Cell { value, written_at })
+}
+
+impl From<UserCells> for UserRow {
+    fn from(r: UserCells) -> Self {
+        UserRow {
+            user_id: r.userid,
+            email: cell(r.email, r.email_wt),
+            firstname: cell(r.firstname, r.firstname_wt),
+            lastname: cell(r.lastname, r.lastname_wt),
+            account_status: cell(r.account_status, r.account_status_wt),
+            created_date: cell(r.created_date, r.created_date_wt),
+            last_login_date: cell(r.last_login_date, r.last_login_date_wt),
+            last_event_id: cell(r.last_event_id.map(Uuid::from), r.last_event_id_wt),
+        }
+    }
+}
+
+/// One row of the event log.
+#[derive(scylla::DeserializeRow)]
+struct EventRow {
+    userid: Uuid,
+    event_id: CqlTimeuuid,
+    event_type: String,
+    schema_version: i32,
+    payload: String,
+    actor: String,
+    request_id: Option<String>,
+}
+
+impl TryFrom<EventRow> for EventEnvelope {
+    type Error = StoreError;
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        Ok(EventEnvelope {
+            user_id: row.userid,
+            event_id: row.event_id.into(),
+            actor: Actor::decode(&row.actor),
+            request_id: row.request_id,
+            event: UserEvent::decode(&row.event_type, row.schema_version, &row.payload)
+                .map_err(internal)?,
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "userid, event_id, event_type, schema_version, payload, actor, request_id";
+
+impl CassandraStore {
+    /// Connects, checks that every migration has been applied, and prepares every
+    /// statement. Refuses to start on a schema that `migrate` has not brought up to date.
+    pub async fn connect(options: &CassandraOptions) -> Result<Self, StoreError> {
+        let session = open_session(options).await?;
+        migrate::ensure_migrated(&session, &options.keyspace).await?;
+        session
+            .use_keyspace(&options.keyspace, true)
+            .await
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+        let statements = Statements::prepare(&session).await?;
+        Ok(Self {
+            session: Arc::new(session),
+            statements: Arc::new(statements),
+        })
+    }
+
+    /// The driver session, for the jobs and the tests.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn write_batch(
+        &self,
+        statements: Vec<(&PreparedStatement, BoundValues)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values = Vec::with_capacity(statements.len());
+        for (statement, bound) in statements {
+            batch.append_statement(statement.clone());
+            values.push(bound);
+        }
+        self.session.batch(&batch, values).await.map_err(classify)?;
+        Ok(())
+    }
+
+    fn insert_event_values(envelope: &EventEnvelope) -> BoundValues {
+        vec![
+            Some(CqlValue::Uuid(envelope.user_id)),
+            Some(CqlValue::Timeuuid(envelope.event_id.into())),
+            Some(CqlValue::Text(envelope.event.event_type().to_owned())),
+            Some(CqlValue::Int(SCHEMA_VERSION)),
+            Some(CqlValue::Text(envelope.event.payload_json())),
+            Some(CqlValue::Text(envelope.actor.encode())),
+            envelope.request_id.clone().map(CqlValue::Text),
+            Some(CqlValue::Timeuuid(envelope.event_id.into())),
+            Some(CqlValue::BigInt(envelope.occurred_micros())),
+        ]
+    }
+
+    fn projection_statement(&self, columns: &[Column]) -> Result<&PreparedStatement, StoreError> {
+        self.statements
+            .project
+            .get(columns)
+            .ok_or_else(|| internal(format!("no prepared projection for {columns:?}")))
+    }
+
+    /// The plain write: event and projection in one logged batch.
+    async fn append_plain(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let (columns, projection) = projection_values(envelope);
+        let project = self.projection_statement(&columns)?;
+        self.write_batch(vec![
+            (
+                &self.statements.insert_event,
+                Self::insert_event_values(envelope),
+            ),
+            (project, projection),
+        ])
+        .await
+    }
+
+    /// Projects an already logged event (the second step of a version-checked write, and
+    /// the repair job).
+    pub async fn project_event(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let (columns, projection) = projection_values(envelope);
+        let statement = self.projection_statement(&columns)?;
+        self.session
+            .execute_unpaged(statement, projection)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// The raw row, registered or not (for the jobs).
+    pub async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_user, (user_id,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let row: Option<UserCells> = rows.maybe_first_row().map_err(internal)?;
+        Ok(row.map(UserRow::from))
+    }
+}
+
+impl Statements {
+    async fn prepare(session: &Session) -> Result<Self, StoreError> {
+        let prepare = |cql: String, idempotent: bool| async move {
+            let mut statement = session
+                .prepare(cql.clone())
+                .await
+                .map_err(|err| match err {
+                    scylla::errors::PrepareError::ConnectionPoolError(_) => {
+                        StoreError::Unavailable(err.to_string())
+                    }
+                    _ => StoreError::SchemaMissing(format!("cannot prepare `{cql}`: {err}")),
+                })?;
+            statement.set_is_idempotent(idempotent);
+            Ok::<_, StoreError>(statement)
+        };
+        let mut project = HashMap::new();
+        for columns in COLUMN_SETS {
+            // Writes with an explicit timestamp are idempotent: a retry rewrites the same
+            // cells with the same timestamp.
+            project.insert(
+                columns.to_vec(),
+                prepare(projection_cql(columns), true).await?,
+            );
+        }
+        Ok(Self {
+            ping: prepare("SELECT release_version FROM system.local WHERE key = 'local'".into(), true).await?,
+            select_user: prepare(format!("{SELECT_USER_CQL} WHERE userid = ?"), true).await?,
+            select_credentials: prepare(
+                "SELECT password, userid, account_locked FROM user_credentials WHERE email = ?".into(),
+                true,
+            )
+            .await?,
+            claim_credentials: prepare(
+                "INSERT INTO user_credentials (email, password, userid, account_locked) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS"
+                    .into(),
+                false,
+            )
+            .await?,
+            insert_event: prepare(
+                format!("INSERT INTO user_events ({EVENT_COLUMNS}, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
+                true,
+            )
+            .await?,
+            append_event_if_head: prepare(
+                "UPDATE user_events SET event_type = ?, schema_version = ?, payload = ?, actor = ?, \
+                 request_id = ?, head = ? WHERE userid = ? AND event_id = ? IF head = ?"
+                    .into(),
+                false,
+            )
+            .await?,
+            project,
+            select_events_newest: prepare(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? LIMIT ?"),
+                true,
+            )
+            .await?,
+            select_events_before: prepare(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id < ? LIMIT ?"),
+                true,
+            )
+            .await?,
+        })
+    }
+}
+
+#[async_trait]
+impl UserStore for CassandraStore {
+    fn backend(&self) -> &'static str {
+        "cassandra"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.statements.ping, ())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        Ok(self.load_row(user_id).await?.filter(UserRow::is_registered))
+    }
+
+    async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_credentials, (email_key,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let row: Option<(Option<String>, Option<Uuid>, Option<bool>)> =
+            rows.maybe_first_row().map_err(internal)?;
+        Ok(match row {
+            Some((Some(password_hash), Some(user_id), locked)) => Some(Credentials {
+                email_key: email_key.to_owned(),
+                password_hash,
+                user_id,
+                account_locked: locked.unwrap_or(false),
+            }),
+            _ => None,
+        })
+    }
+
+    async fn register(
+        &self,
+        credentials: &Credentials,
+        registered: &EventEnvelope,
+    ) -> Result<(), StoreError> {
+        let claim = self
+            .session
+            .execute_unpaged(
+                &self.statements.claim_credentials,
+                (
+                    &credentials.email_key,
+                    &credentials.password_hash,
+                    credentials.user_id,
+                    credentials.account_locked,
+                ),
+            )
+            .await
+            .map_err(classify)?;
+        if !lwt_applied(claim)? {
+            return Err(StoreError::Conflict("email already registered".into()));
+        }
+        self.append_plain(registered).await
+    }
+
+    async fn append(
+        &self,
+        envelope: &EventEnvelope,
+        precondition: Precondition,
+    ) -> Result<(), StoreError> {
+        match precondition {
+            Precondition::None => self.append_plain(envelope).await,
+            Precondition::LatestEvent(expected) => {
+                let result = self
+                    .session
+                    .execute_unpaged(
+                        &self.statements.append_event_if_head,
+                        (
+                            envelope.event.event_type(),
+                            SCHEMA_VERSION,
+                            envelope.event.payload_json(),
+                            envelope.actor.encode(),
+                            envelope.request_id.as_deref(),
+                            CqlTimeuuid::from(envelope.event_id),
+                            envelope.user_id,
+                            CqlTimeuuid::from(envelope.event_id),
+                            CqlTimeuuid::from(expected),
+                        ),
+                    )
+                    .await
+                    .map_err(classify)?;
+                if !lwt_applied(result)? {
+                    return Err(StoreError::Conflict(
+                        "the user has changed since that version".into(),
+                    ));
+                }
+                self.project_event(envelope).await
+            }
+        }
+    }
+
+    async fn events(
+        &self,
+        user_id: Uuid,
+        page: EventPage,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let limit = i32::try_from(page.limit).unwrap_or(i32::MAX);
+        let result = match page.before {
+            None => {
+                self.session
+                    .execute_unpaged(&self.statements.select_events_newest, (user_id, limit))
+                    .await
+            }
+            Some(before) => {
+                self.session
+                    .execute_unpaged(
+                        &self.statements.select_events_before,
+                        (user_id, CqlTimeuuid::from(before), limit),
+                    )
+                    .await
+            }
+        }
+        .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let mut events = Vec::new();
+        for row in rows.rows::<EventRow>().map_err(internal)? {
+            events.push(EventEnvelope::try_from(row.map_err(internal)?)?);
+        }
+        Ok(events)
+    }
+}
