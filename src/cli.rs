@@ -28,7 +28,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API.
+    /// Serve the HTTP API (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Create the keyspace and apply pending schema migrations (the embedded store
     /// migrates itself on open; this just opens it).
@@ -47,7 +47,12 @@ fn config_failure(err: ConfigError) -> ExitCode {
 
 /// Parses the command line, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bare `killrvideo-users` (so a bare `cargo run`) serves.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 1 {
+        args.push("serve".into());
+    }
+    let cli = Cli::parse_from(args);
     let log_format = match parse_log_format(&cli.log_format) {
         Ok(format) => format,
         Err(err) => return config_failure(err),

@@ -300,7 +300,7 @@ mod tests {
         for event in &events {
             let columns = project(event).columns();
             assert!(
-                COLUMN_SETS.iter().any(|set| *set == columns.as_slice()),
+                COLUMN_SETS.contains(&columns.as_slice()),
                 "{columns:?} is not in COLUMN_SETS"
             );
         }

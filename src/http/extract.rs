@@ -57,21 +57,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_media_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("application/json; charset=utf-8"));
-        assert!(is_json("Application/JSON"));
-        assert!(is_json("application/merge-patch+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json(""));
-    }
-}
-
 /// The request's `x-request-id` (always set by the request-id layer), recorded in events.
 pub struct RequestId(pub Option<String>);
 
@@ -89,5 +74,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
     }
 }

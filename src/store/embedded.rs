@@ -306,9 +306,8 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
-    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        self.with_connection(move |c| Ok(load_row(c, user_id)?.filter(UserRow::is_registered)))
-            .await
+    async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        self.with_connection(move |c| load_row(c, user_id)).await
     }
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {

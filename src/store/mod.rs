@@ -83,8 +83,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The raw users row, registered or not: what the table holds, for the jobs and
+    /// the tests.
+    async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
+
     /// The users row, or `None` when there is none or it is not a registered user.
-    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
+    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        Ok(self.load_row(user_id).await?.filter(UserRow::is_registered))
+    }
 
     /// Credentials by uniqueness key.
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError>;

@@ -183,7 +183,7 @@ async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<i32>, Store
         .map_err(|err| match classify(err) {
             StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
             other => StoreError::SchemaMissing(format!(
-                "keyspace `{ks}` has no schema_migrations table ({other})"
+                "keyspace `{ks}` is not migrated ({other}); run `killrvideo-users migrate`"
             )),
         })?;
     let rows = result.into_rows_result().map_err(ddl_error)?;

@@ -344,18 +344,6 @@ impl CassandraStore {
             .map_err(classify)?;
         Ok(())
     }
-
-    /// The raw row, registered or not (for the jobs).
-    pub async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        let result = self
-            .session
-            .execute_unpaged(&self.statements.select_user, (user_id,))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let row: Option<UserCells> = rows.maybe_first_row().map_err(internal)?;
-        Ok(row.map(UserRow::from))
-    }
 }
 
 impl Statements {
@@ -438,8 +426,15 @@ impl UserStore for CassandraStore {
         Ok(())
     }
 
-    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        Ok(self.load_row(user_id).await?.filter(UserRow::is_registered))
+    async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_user, (user_id,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let row: Option<UserCells> = rows.maybe_first_row().map_err(internal)?;
+        Ok(row.map(UserRow::from))
     }
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {

@@ -1,0 +1,11 @@
+//! End-to-end tests: a real server on port 0 over a real store, each test run once on the
+//! embedded store and once on the real Cassandra started by `scripts/cassandra`.
+
+mod support;
+
+mod auth;
+mod foundation;
+mod login;
+mod profiles;
+mod put_me;
+mod register;

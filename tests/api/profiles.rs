@@ -1,0 +1,52 @@
+//! GET /api/v1/users/{user_id}: public profiles.
+
+use crate::backend_tests;
+use crate::support::{Backend, problem, spawn_app};
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+async fn public_profiles_hide_the_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.register_user().await;
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/users/{}", user.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["userId"], user.id.to_string());
+    assert_eq!(body["firstname"], "John");
+    assert_eq!(body["lastname"], "Doe");
+    assert!(body.get("email").is_none(), "email is private: {body}");
+    assert!(
+        body.get("last_login_date").is_none(),
+        "login activity is private: {body}"
+    );
+    assert!(!body.to_string().contains(&user.email));
+}
+
+async fn unknown_ids_are_404_and_non_uuids_400(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let unknown = app
+        .client
+        .get(app.url(&format!("/api/v1/users/{}", Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, StatusCode::NOT_FOUND).await;
+    let garbage = app
+        .client
+        .get(app.url("/api/v1/users/12345"))
+        .send()
+        .await
+        .unwrap();
+    problem(garbage, StatusCode::BAD_REQUEST).await;
+}
+
+backend_tests!(
+    public_profiles_hide_the_email,
+    unknown_ids_are_404_and_non_uuids_400
+);

@@ -1,0 +1,348 @@
+//! The test harness: a real server on port 0 over a real store, one per test.
+//!
+//! Every end-to-end test runs once per backend (see [`backend_tests!`]). The Cassandra
+//! runs need the real server that `scripts/test` starts through `scripts/cassandra`; if
+//! it is not reachable the tests fail, loudly, rather than skip.
+
+use chrono::Utc;
+use killrvideo_users::auth::jwt::JwtKeys;
+use killrvideo_users::domain::UserRow;
+use killrvideo_users::domain::events::{Actor, EventEnvelope, UserEvent};
+use killrvideo_users::startup::Application;
+use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
+use killrvideo_users::store::embedded::EmbeddedStore;
+use killrvideo_users::store::{EventPage, Precondition, SharedStore};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The secret every test server signs with, so tests can mint their own tokens.
+pub const JWT_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+/// Password used by [`TestApp::register_user`].
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in a temporary directory.
+    Embedded,
+    /// The real Cassandra of `scripts/cassandra`.
+    Cassandra,
+}
+
+/// Runs each named `async fn(Backend)` of the calling module once per backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Embedded).await
+                }
+            )*
+        }
+        mod cassandra {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Cassandra).await
+                }
+            )*
+        }
+    };
+}
+
+/// Contact points of the test Cassandra (`KILLRVIDEO_TEST_CASSANDRA`, default local).
+pub fn cassandra_contact_points() -> Vec<String> {
+    std::env::var("KILLRVIDEO_TEST_CASSANDRA")
+        .unwrap_or_else(|_| "127.0.0.1:9042".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Options for a keyspace on the test Cassandra.
+pub fn cassandra_options(keyspace: &str, request_timeout: Duration) -> CassandraOptions {
+    CassandraOptions {
+        contact_points: cassandra_contact_points(),
+        keyspace: keyspace.to_owned(),
+        local_dc: None,
+        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        request_timeout,
+    }
+}
+
+/// The request timeout of test stores: generous, because two cores run the tests, the
+/// service and Cassandra at once.
+pub const TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The keyspace the API tests share; users are random, so tests do not collide.
+pub const TEST_KEYSPACE: &str = "killrvideo_test";
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// Connects to the shared test keyspace, migrating it once per test binary.
+pub async fn cassandra_store(request_timeout: Duration) -> CassandraStore {
+    let options = cassandra_options(TEST_KEYSPACE, request_timeout);
+    MIGRATED
+        .get_or_init(|| async {
+            if let Err(err) = migrate::migrate(&options).await {
+                panic!(
+                    "cannot migrate the test keyspace on Cassandra at {:?}: {err}\n\
+                     Start Cassandra with `scripts/cassandra start` (scripts/test does it).",
+                    options.contact_points
+                );
+            }
+        })
+        .await;
+    CassandraStore::connect(&options)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to the test Cassandra: {err}"))
+}
+
+/// Direct access to the backend behind the API, for arranging and checking state.
+pub enum Raw {
+    /// The SQLite store.
+    Embedded(EmbeddedStore),
+    /// The Cassandra store.
+    Cassandra(CassandraStore),
+}
+
+/// A running server and what a test needs around it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    /// A client without redirects or cookies.
+    pub client: reqwest::Client,
+    /// The same store the server uses.
+    pub store: SharedStore,
+    /// Backend-specific access.
+    pub raw: Raw,
+    /// Token minting with the server's secret.
+    pub jwt: JwtKeys,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Id.
+    pub id: Uuid,
+    /// Registered email.
+    pub email: String,
+    /// A valid token.
+    pub token: String,
+}
+
+/// Starts a server on port 0 over a fresh store of the given backend.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with_timeout(backend, TEST_REQUEST_TIMEOUT).await
+}
+
+/// [`spawn_app`] with a chosen Cassandra request timeout.
+pub async fn spawn_app_with_timeout(backend: Backend, request_timeout: Duration) -> TestApp {
+    let (store, raw, data_dir): (SharedStore, Raw, _) = match backend {
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+            (Arc::new(store.clone()), Raw::Embedded(store), Some(dir))
+        }
+        Backend::Cassandra => {
+            let store = cassandra_store(request_timeout).await;
+            (Arc::new(store.clone()), Raw::Cassandra(store), None)
+        }
+    };
+    let application = Application::with_store(
+        "127.0.0.1:0".parse().expect("address"),
+        Arc::clone(&store),
+        JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
+    )
+    .await
+    .expect("build application");
+    let address = format!("http://{}", application.local_addr().expect("local addr"));
+    tokio::spawn(application.run_until(std::future::pending()));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        store,
+        raw,
+        jwt: JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
+        _data_dir: data_dir,
+    }
+}
+
+/// A unique address for a test user.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", Uuid::new_v4().simple())
+}
+
+impl TestApp {
+    /// An absolute URL for a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Registers a user with the given names.
+    pub async fn register(&self, email: &str, firstname: &str, lastname: &str) -> Response {
+        self.post_json(
+            "/api/v1/users/register",
+            &json!({"email": email, "password": PASSWORD, "firstname": firstname, "lastname": lastname}),
+        )
+        .await
+    }
+
+    /// Logs in.
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/users/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers "John Doe" with a fresh email and logs in.
+    pub async fn register_user(&self) -> TestUser {
+        let email = unique_email();
+        let registered = self.register(&email, "John", "Doe").await;
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        let body: Value = registered.json().await.expect("register body");
+        let id = Uuid::parse_str(body["userId"].as_str().expect("userId")).expect("uuid");
+        let login = self.login(&email, PASSWORD).await;
+        assert_eq!(login.status(), StatusCode::OK);
+        let token = login.json::<Value>().await.expect("login body")["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        TestUser { id, email, token }
+    }
+
+    /// PUT /me with a JSON body.
+    pub async fn put_me(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    /// GET /me.
+    pub async fn get_me(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// The raw users row, straight from the store.
+    pub async fn row(&self, user_id: Uuid) -> Option<UserRow> {
+        self.store.load_row(user_id).await.expect("load row")
+    }
+
+    /// Every event of a user, oldest first.
+    pub async fn events(&self, user_id: Uuid) -> Vec<EventEnvelope> {
+        let mut events = self
+            .store
+            .events(
+                user_id,
+                EventPage {
+                    before: None,
+                    limit: 10_000,
+                },
+            )
+            .await
+            .expect("events");
+        events.reverse();
+        events
+    }
+
+    /// Records an event directly (as an operator would), e.g. to give a user a status.
+    pub async fn record(&self, user_id: Uuid, event: UserEvent) {
+        let envelope = EventEnvelope {
+            user_id,
+            event_id: killrvideo_users::clock::EventClock::new().next_event_id(),
+            actor: Actor::Operator("test".into()),
+            request_id: None,
+            event,
+        };
+        self.store
+            .append(&envelope, Precondition::None)
+            .await
+            .expect("append");
+    }
+
+    /// Sets KillrVideo's `account_locked` flag on a credential.
+    pub async fn lock_account(&self, email: &str) {
+        let key = email.to_ascii_lowercase();
+        match &self.raw {
+            Raw::Embedded(store) => {
+                let connection = rusqlite::Connection::open(store.path()).expect("open sqlite");
+                connection
+                    .execute(
+                        "UPDATE user_credentials SET account_locked = 1 WHERE email = ?1",
+                        [&key],
+                    )
+                    .expect("lock");
+            }
+            Raw::Cassandra(store) => {
+                store
+                    .session()
+                    .query_unpaged(
+                        format!("UPDATE {TEST_KEYSPACE}.user_credentials SET account_locked = true WHERE email = ?"),
+                        (key,),
+                    )
+                    .await
+                    .expect("lock");
+            }
+        }
+    }
+
+    /// A token for any subject, signed with the server's secret.
+    pub fn token_for(&self, user_id: Uuid) -> String {
+        self.jwt
+            .issue(user_id, "viewer", Utc::now())
+            .expect("token")
+    }
+}
+
+/// Reads a problem-details body, checking the media type and the members every problem
+/// carries.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    for member in ["type", "title", "detail", "instance", "request_id"] {
+        assert!(
+            body.get(member).is_some(),
+            "problem lacks `{member}`: {body}"
+        );
+    }
+    body
+}
