@@ -210,9 +210,26 @@ pub struct EventEnvelope {
     pub request_id: Option<String>,
     /// What happened.
     pub event: UserEvent,
+    /// The write time (microseconds) of the event's row in the log, and so of every cell
+    /// it projects. Equal to the occurrence time, except for events appended by a
+    /// lightweight transaction on Cassandra, which cannot carry a timestamp: there it is
+    /// the Paxos ballot's time, read back after the append (docs/consistency.md).
+    pub write_time: i64,
 }
 
 impl EventEnvelope {
+    /// A new event whose write time is its occurrence time.
+    pub fn new(user_id: Uuid, event_id: Uuid, actor: Actor, request_id: Option<String>, event: UserEvent) -> Self {
+        Self {
+            user_id,
+            event_id,
+            actor,
+            request_id,
+            event,
+            write_time: event_micros(event_id).unwrap_or_default(),
+        }
+    }
+
     /// When the event occurred, in microseconds since the epoch (from its id).
     pub fn occurred_micros(&self) -> i64 {
         event_micros(self.event_id).unwrap_or_default()

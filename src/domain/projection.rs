@@ -131,7 +131,7 @@ pub fn project(envelope: &EventEnvelope) -> Projection {
     Projection {
         user_id: envelope.user_id,
         event_id: envelope.event_id,
-        write_time: envelope.occurred_micros(),
+        write_time: envelope.write_time,
         writes,
     }
 }
@@ -193,13 +193,7 @@ mod tests {
     };
 
     fn envelope(user_id: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {
-        EventEnvelope {
-            user_id,
-            event_id: event_id_at(micros, 0, [9; 6]),
-            actor: Actor::User(user_id),
-            request_id: None,
-            event,
-        }
+        EventEnvelope::new(user_id, event_id_at(micros, 0, [9; 6]), Actor::User(user_id), None, event)
     }
 
     fn rename(first: Option<&str>, last: Option<&str>) -> UserEvent {
@@ -288,6 +282,7 @@ mod tests {
         let a = envelope(user, 10, rename(Some("Abe"), None));
         let mut b = envelope(user, 10, rename(Some("Zed"), None));
         b.event_id = a.event_id;
+        b.write_time = a.write_time;
         assert_eq!(replay(user, [&a, &b]).firstname(), Some("Zed"));
         assert_eq!(replay(user, [&b, &a]).firstname(), Some("Zed"));
     }

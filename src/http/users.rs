@@ -85,13 +85,7 @@ fn envelope(
     request_id: RequestId,
     event: UserEvent,
 ) -> EventEnvelope {
-    EventEnvelope {
-        user_id,
-        event_id: state.clock.next_event_id(),
-        actor,
-        request_id: request_id.0,
-        event,
-    }
+    EventEnvelope::new(user_id, state.clock.next_event_id(), actor, request_id.0, event)
 }
 
 /// The refetch: the row as stored after a write.

@@ -280,15 +280,15 @@ fn decode_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventEnvelop
     let actor: String = row.get(5)?;
     let request_id: Option<String> = row.get(6)?;
     Ok((|| {
-        Ok(EventEnvelope {
-            user_id: Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?,
-            event_id: Uuid::parse_str(&event_id)
-                .map_err(|e| StoreError::Internal(e.to_string()))?,
-            actor: Actor::decode(&actor),
+        let internal = |e: uuid::Error| StoreError::Internal(e.to_string());
+        Ok(EventEnvelope::new(
+            Uuid::parse_str(&user_id).map_err(internal)?,
+            Uuid::parse_str(&event_id).map_err(internal)?,
+            Actor::decode(&actor),
             request_id,
-            event: UserEvent::decode(&event_type, schema_version, &payload)
+            UserEvent::decode(&event_type, schema_version, &payload)
                 .map_err(|e| StoreError::Internal(e.to_string()))?,
-        })
+        ))
     })())
 }
 

@@ -278,13 +278,13 @@ impl TestApp {
 
     /// Records an event directly (as an operator would), e.g. to give a user a status.
     pub async fn record(&self, user_id: Uuid, event: UserEvent) {
-        let envelope = EventEnvelope {
+        let envelope = EventEnvelope::new(
             user_id,
-            event_id: killrvideo_users::clock::EventClock::new().next_event_id(),
-            actor: Actor::Operator("test".into()),
-            request_id: None,
+            killrvideo_users::clock::EventClock::new().next_event_id(),
+            Actor::Operator("test".into()),
+            None,
             event,
-        };
+        );
         self.store
             .append(&envelope, Precondition::None)
             .await

@@ -60,6 +60,12 @@ struct Statements {
     project: HashMap<Vec<Column>, PreparedStatement>,
     select_events_newest: PreparedStatement,
     select_events_before: PreparedStatement,
+    select_events_after: PreparedStatement,
+    /// The write time of one event row: how a version-checked append learns the
+    /// ballot timestamp its LWT was given.
+    select_event_write_time: PreparedStatement,
+    /// The same at SERIAL consistency: settles an LWT whose outcome timed out.
+    select_event_write_time_serial: PreparedStatement,
 }
 
 /// The Cassandra store.
@@ -233,8 +239,9 @@ impl From<UserCells> for UserRow {
     }
 }
 
-/// One row of the event log.
+/// One row of the event log, read by position ([`EVENT_COLUMNS`]).
 #[derive(scylla::DeserializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
 struct EventRow {
     userid: Uuid,
     event_id: CqlTimeuuid,
@@ -243,24 +250,31 @@ struct EventRow {
     payload: String,
     actor: String,
     request_id: Option<String>,
+    written_at: i64,
 }
 
 impl TryFrom<EventRow> for EventEnvelope {
     type Error = StoreError;
     fn try_from(row: EventRow) -> Result<Self, StoreError> {
-        Ok(EventEnvelope {
-            user_id: row.userid,
-            event_id: row.event_id.into(),
-            actor: Actor::decode(&row.actor),
-            request_id: row.request_id,
-            event: UserEvent::decode(&row.event_type, row.schema_version, &row.payload)
-                .map_err(internal)?,
-        })
+        let mut envelope = EventEnvelope::new(
+            row.userid,
+            row.event_id.into(),
+            Actor::decode(&row.actor),
+            row.request_id,
+            UserEvent::decode(&row.event_type, row.schema_version, &row.payload).map_err(internal)?,
+        );
+        // The row's own write time: the event's time for plain appends, the Paxos
+        // ballot's for version-checked ones.
+        envelope.write_time = row.written_at;
+        Ok(envelope)
     }
 }
 
+/// The event columns as read back, the payload's write time last.
 const EVENT_COLUMNS: &str =
-    "userid, event_id, event_type, schema_version, payload, actor, request_id";
+    "userid, event_id, event_type, schema_version, payload, actor, request_id, WRITETIME(payload)";
+/// The event columns as written.
+const EVENT_INSERT_COLUMNS: &str = "userid, event_id, event_type, schema_version, payload, actor, request_id";
 
 impl CassandraStore {
     /// Connects, checks that every migration has been applied, and prepares every
@@ -346,6 +360,106 @@ impl CassandraStore {
     }
 }
 
+impl CassandraStore {
+    /// The version-checked write. Step 1, the check and the append as one LWT on the
+    /// user's log partition; step 2, learn the write time Paxos gave the event; step 3,
+    /// project with that write time. A crash after step 1 leaves the projection behind
+    /// the log, which [`CassandraStore::catch_up`] (and `verify --repair`) heals.
+    async fn append_if_latest(&self, envelope: &EventEnvelope, expected: Uuid) -> Result<(), StoreError> {
+        let outcome = self
+            .session
+            .execute_unpaged(
+                &self.statements.append_event_if_head,
+                (
+                    envelope.event.event_type(),
+                    SCHEMA_VERSION,
+                    envelope.event.payload_json(),
+                    envelope.actor.encode(),
+                    envelope.request_id.as_deref(),
+                    CqlTimeuuid::from(envelope.event_id),
+                    envelope.user_id,
+                    CqlTimeuuid::from(envelope.event_id),
+                    CqlTimeuuid::from(expected),
+                ),
+            )
+            .await;
+        let applied = match outcome {
+            Ok(result) => lwt_applied(result)?,
+            // The LWT timed out with its outcome unknown: a SERIAL read settles it.
+            Err(err) if is_cas_timeout(&err) => self.event_write_time(envelope, true).await?.is_some(),
+            Err(err) => return Err(classify(err)),
+        };
+        if !applied {
+            // Another writer got there first. If its projection has not landed yet (it
+            // crashed, or is still on its way), bring the row up to date so the 412
+            // carries the version the log really has.
+            self.catch_up(envelope.user_id).await?;
+            return Err(StoreError::Conflict("the user has changed since that version".into()));
+        }
+        let write_time = self
+            .event_write_time(envelope, false)
+            .await?
+            .ok_or_else(|| internal("an applied LWT left no event row"))?;
+        let mut written = envelope.clone();
+        written.write_time = write_time;
+        self.project_event(&written).await
+    }
+
+    /// The write time of an event's row, `None` when the row does not exist.
+    async fn event_write_time(&self, envelope: &EventEnvelope, serial: bool) -> Result<Option<i64>, StoreError> {
+        let statement = if serial {
+            &self.statements.select_event_write_time_serial
+        } else {
+            &self.statements.select_event_write_time
+        };
+        let result = self
+            .session
+            .execute_unpaged(statement, (envelope.user_id, CqlTimeuuid::from(envelope.event_id)))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let row: Option<(Option<i64>,)> = rows.maybe_first_row().map_err(internal)?;
+        Ok(row.and_then(|(written,)| written))
+    }
+
+    /// Projects every event newer than the row's version: heals a projection left
+    /// behind by an interrupted version-checked write. Idempotent (cells carry their
+    /// events' write times).
+    pub async fn catch_up(&self, user_id: Uuid) -> Result<usize, StoreError> {
+        let Some(version) = self.load_row(user_id).await?.and_then(|row| row.version()) else {
+            return Ok(0);
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_events_after, (user_id, CqlTimeuuid::from(version)))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let mut healed = 0;
+        for row in rows.rows::<EventRow>().map_err(internal)? {
+            let envelope = EventEnvelope::try_from(row.map_err(internal)?)?;
+            self.project_event(&envelope).await?;
+            healed += 1;
+        }
+        if healed > 0 {
+            tracing::warn!(%user_id, healed, "projection was behind the log; caught up");
+        }
+        Ok(healed)
+    }
+}
+
+/// An LWT that timed out in its Paxos phase: applied or not, nobody knows yet.
+fn is_cas_timeout(err: &ExecutionError) -> bool {
+    use scylla::errors::{DbError, WriteType};
+    matches!(
+        err,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::WriteTimeout { write_type: WriteType::Cas, .. },
+            _
+        ))
+    )
+}
+
 impl Statements {
     async fn prepare(session: &Session) -> Result<Self, StoreError> {
         let prepare = |cql: String, idempotent: bool| async move {
@@ -386,7 +500,7 @@ impl Statements {
             )
             .await?,
             insert_event: prepare(
-                format!("INSERT INTO user_events ({EVENT_COLUMNS}, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
+                format!("INSERT INTO user_events ({EVENT_INSERT_COLUMNS}, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
                 true,
             )
             .await?,
@@ -408,6 +522,25 @@ impl Statements {
                 true,
             )
             .await?,
+            select_events_after: prepare(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id > ?"),
+                true,
+            )
+            .await?,
+            select_event_write_time: prepare(
+                "SELECT WRITETIME(payload) FROM user_events WHERE userid = ? AND event_id = ?".into(),
+                true,
+            )
+            .await?,
+            select_event_write_time_serial: {
+                let mut statement = prepare(
+                    "SELECT WRITETIME(payload) FROM user_events WHERE userid = ? AND event_id = ?".into(),
+                    true,
+                )
+                .await?;
+                statement.set_consistency(Consistency::LocalSerial);
+                statement
+            },
         })
     }
 }
@@ -488,32 +621,7 @@ impl UserStore for CassandraStore {
     ) -> Result<(), StoreError> {
         match precondition {
             Precondition::None => self.append_plain(envelope).await,
-            Precondition::LatestEvent(expected) => {
-                let result = self
-                    .session
-                    .execute_unpaged(
-                        &self.statements.append_event_if_head,
-                        (
-                            envelope.event.event_type(),
-                            SCHEMA_VERSION,
-                            envelope.event.payload_json(),
-                            envelope.actor.encode(),
-                            envelope.request_id.as_deref(),
-                            CqlTimeuuid::from(envelope.event_id),
-                            envelope.user_id,
-                            CqlTimeuuid::from(envelope.event_id),
-                            CqlTimeuuid::from(expected),
-                        ),
-                    )
-                    .await
-                    .map_err(classify)?;
-                if !lwt_applied(result)? {
-                    return Err(StoreError::Conflict(
-                        "the user has changed since that version".into(),
-                    ));
-                }
-                self.project_event(envelope).await
-            }
+            Precondition::LatestEvent(expected) => self.append_if_latest(envelope, expected).await,
         }
     }
 
