@@ -2,11 +2,16 @@
 //! over the library.
 
 use crate::config::{ConfigError, ServeArgs, StoreArgs, StoreSettings, parse_log_format};
-use crate::startup::{Application, shutdown_signal};
+use crate::domain::role::AccountStatus;
+use crate::history;
+use crate::http::representation::UserResponse;
+use crate::operations::{SetRoleOutcome, set_role};
+use crate::startup::{Application, open_store, shutdown_signal};
 use crate::store::cassandra::migrate;
 use crate::store::embedded::EmbeddedStore;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use uuid::Uuid;
 
 /// killrvideo-users: the event-sourced users service of the KillrVideo reference app.
 #[derive(Debug, Parser)]
@@ -33,6 +38,31 @@ pub enum Command {
     /// Create the keyspace and apply pending schema migrations (the embedded store
     /// migrates itself on open; this just opens it).
     Migrate(StoreArgs),
+    /// Change a user's account status (the role) by recording an AccountStatusChanged
+    /// event: the only way account_status changes.
+    SetRole {
+        /// The user id.
+        user_id: String,
+        /// viewer, creator, moderator or suspended.
+        status: String,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print a user's audit history, newest first, or their profile as of an instant.
+    History {
+        /// The user id.
+        user_id: String,
+        /// RFC 3339 instant: print the profile as it was then instead.
+        #[arg(long = "as-of")]
+        as_of: Option<String>,
+        /// Print JSON (the API's representation) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Exit code for a bad setting.
@@ -43,6 +73,144 @@ const EXIT_FAILURE: u8 = 1;
 fn config_failure(err: ConfigError) -> ExitCode {
     eprintln!("killrvideo-users: {err}");
     ExitCode::from(EXIT_CONFIG)
+}
+
+fn usage_failure(message: &str) -> ExitCode {
+    eprintln!("killrvideo-users: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("killrvideo-users: {message}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Opens the store for an operator command.
+async fn open_for_operator(args: &StoreArgs) -> Result<crate::store::SharedStore, ExitCode> {
+    let settings = args.settings().map_err(config_failure)?;
+    open_store(&settings)
+        .await
+        .map_err(|err| failure(format!("cannot open the store: {err}")))
+}
+
+fn parse_user_id(raw: &str) -> Result<Uuid, ExitCode> {
+    Uuid::parse_str(raw)
+        .map_err(|_| usage_failure(&format!("invalid user id {raw:?}: expected a UUID")))
+}
+
+async fn set_role_command(
+    user_id: &str,
+    status: &str,
+    store: &StoreArgs,
+) -> Result<ExitCode, ExitCode> {
+    let user_id = parse_user_id(user_id)?;
+    let status = AccountStatus::parse(status).ok_or_else(|| {
+        usage_failure(&format!(
+            "invalid status {status:?}: expected viewer, creator, moderator or suspended"
+        ))
+    })?;
+    let store = open_for_operator(store).await?;
+    let operator = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    match set_role(store.as_ref(), user_id, status, &operator).await {
+        Ok(SetRoleOutcome::Changed { from, event_id }) => {
+            println!(
+                "user {user_id}: account_status {} -> {status} (event {event_id})",
+                from.as_deref().unwrap_or("(none)")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(SetRoleOutcome::Unchanged) => {
+            println!("user {user_id}: account_status is already {status}; nothing recorded");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(SetRoleOutcome::NoSuchUser) => Err(failure(format!("no user {user_id}"))),
+        Err(err) => Err(failure(format!("set-role failed: {err}"))),
+    }
+}
+
+async fn history_command(
+    user_id: &str,
+    as_of: Option<&str>,
+    json: bool,
+    store: &StoreArgs,
+) -> Result<ExitCode, ExitCode> {
+    let user_id = parse_user_id(user_id)?;
+    let as_of = as_of
+        .map(|raw| {
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    usage_failure(&format!(
+                        "invalid --as-of {raw:?}: expected an RFC 3339 timestamp"
+                    ))
+                })
+        })
+        .transpose()?;
+    let store = open_for_operator(store).await?;
+    if let Some(instant) = as_of {
+        let row = history::profile_as_of(store.as_ref(), user_id, instant)
+            .await
+            .map_err(failure)?
+            .ok_or_else(|| failure(format!("user {user_id} did not exist at {instant}")))?;
+        let user = UserResponse::from(&row);
+        if json {
+            println!("{}", serde_json::json!({"as_of": instant, "user": user}));
+        } else {
+            println!("user {user_id} as of {instant}:");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&user).unwrap_or_default()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(current) = store.find_user(user_id).await.map_err(failure)? else {
+        return Err(failure(format!("no user {user_id}")));
+    };
+    let events = history::all_events(store.as_ref(), user_id)
+        .await
+        .map_err(failure)?;
+    let audited: Vec<history::AuditedEvent> = events
+        .iter()
+        .map(|e| history::AuditedEvent::new(e, &current))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"userId": user_id, "events": audited})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "history of user {user_id}, newest first ({} events)",
+        audited.len()
+    );
+    for event in &audited {
+        println!(
+            "{}  {:<20} by {}  request {}  event {}",
+            event
+                .occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            event.event_type,
+            event.actor,
+            event.request_id.as_deref().unwrap_or("-"),
+            event.event_id,
+        );
+        for (field, change) in &event.fields {
+            let winning = change["winning"].as_bool().unwrap_or(false);
+            println!(
+                "    {field:<16} {} -> {}   {}",
+                change["from"],
+                change["to"],
+                if winning {
+                    "(current)"
+                } else {
+                    "(overwritten)"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses the command line, runs the subcommand and maps the outcome to an exit code.
@@ -91,6 +259,21 @@ async fn run(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::SetRole {
+            user_id,
+            status,
+            store,
+        } => set_role_command(&user_id, &status, &store)
+            .await
+            .unwrap_or_else(|code| code),
+        Command::History {
+            user_id,
+            as_of,
+            json,
+            store,
+        } => history_command(&user_id, as_of.as_deref(), json, &store)
+            .await
+            .unwrap_or_else(|code| code),
         Command::Migrate(args) => {
             let settings = match args.settings() {
                 Ok(settings) => settings,

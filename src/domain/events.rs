@@ -219,7 +219,13 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     /// A new event whose write time is its occurrence time.
-    pub fn new(user_id: Uuid, event_id: Uuid, actor: Actor, request_id: Option<String>, event: UserEvent) -> Self {
+    pub fn new(
+        user_id: Uuid,
+        event_id: Uuid,
+        actor: Actor,
+        request_id: Option<String>,
+        event: UserEvent,
+    ) -> Self {
         Self {
             user_id,
             event_id,

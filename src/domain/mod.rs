@@ -7,6 +7,7 @@
 //! - [`projection`] turns an event into column writes and folds them into a row. The
 //!   live write path, the history replay and the rebuild jobs all call it.
 
+pub mod audit;
 pub mod decide;
 pub mod email;
 pub mod events;

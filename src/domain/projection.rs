@@ -193,7 +193,13 @@ mod tests {
     };
 
     fn envelope(user_id: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {
-        EventEnvelope::new(user_id, event_id_at(micros, 0, [9; 6]), Actor::User(user_id), None, event)
+        EventEnvelope::new(
+            user_id,
+            event_id_at(micros, 0, [9; 6]),
+            Actor::User(user_id),
+            None,
+            event,
+        )
     }
 
     fn rename(first: Option<&str>, last: Option<&str>) -> UserEvent {

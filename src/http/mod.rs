@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod middleware;
 pub mod openapi;
 pub mod representation;
@@ -42,7 +43,9 @@ pub fn router(state: AppState) -> Router {
         .route("/register", post(users::register))
         .route("/login", post(users::login))
         .route("/me", get(users::get_me).put(users::put_me))
-        .route("/{user_id}", get(users::get_user));
+        .route("/me/history", get(history::my_history))
+        .route("/{user_id}", get(users::get_user))
+        .route("/{user_id}/history", get(history::user_history));
     Router::new()
         .nest("/api/v1/users", users)
         .route("/healthz", get(health::healthz))

@@ -28,10 +28,12 @@ impl Modify for BearerAuth {
         super::users::get_me,
         super::users::put_me,
         super::users::get_user,
+        super::history::my_history,
+        super::history::user_history,
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(UserResponse, PublicProfile, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, UserResponse, PublicProfile, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

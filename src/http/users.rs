@@ -85,7 +85,13 @@ fn envelope(
     request_id: RequestId,
     event: UserEvent,
 ) -> EventEnvelope {
-    EventEnvelope::new(user_id, state.clock.next_event_id(), actor, request_id.0, event)
+    EventEnvelope::new(
+        user_id,
+        state.clock.next_event_id(),
+        actor,
+        request_id.0,
+        event,
+    )
 }
 
 /// The refetch: the row as stored after a write.

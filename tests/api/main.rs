@@ -4,7 +4,9 @@
 mod support;
 
 mod auth;
+mod concurrency;
 mod foundation;
+mod history;
 mod login;
 mod profiles;
 mod put_me;

@@ -317,6 +317,65 @@ impl TestApp {
         }
     }
 
+    /// Runs the real binary (`killrvideo-users <args>`) against this app's store.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_killrvideo-users"));
+        command.args(args).env("RUST_LOG", "warn");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("KILLRVIDEO_") {
+                command.env_remove(key);
+            }
+        }
+        match &self.raw {
+            Raw::Embedded(store) => {
+                let dir = store.path().parent().expect("data dir");
+                command.env("KILLRVIDEO_DATA_DIR", dir);
+            }
+            Raw::Cassandra(_) => {
+                command
+                    .env("KILLRVIDEO_STORE", "cassandra")
+                    .env("KILLRVIDEO_CASSANDRA_KEYSPACE", TEST_KEYSPACE)
+                    .env(
+                        "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
+                        cassandra_contact_points().join(","),
+                    );
+            }
+        }
+        command.output().expect("run killrvideo-users")
+    }
+
+    /// GET a path with a bearer token.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// PUT /me with `If-Match`.
+    pub async fn put_me_if_match(&self, token: &str, etag: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .header("if-match", etag)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    /// The current ETag of the caller, from GET /me.
+    pub async fn etag(&self, token: &str) -> String {
+        let response = self.get_me(token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()["etag"]
+            .to_str()
+            .expect("etag")
+            .to_owned()
+    }
+
     /// A token for any subject, signed with the server's secret.
     pub fn token_for(&self, user_id: Uuid) -> String {
         self.jwt

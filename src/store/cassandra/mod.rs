@@ -261,7 +261,8 @@ impl TryFrom<EventRow> for EventEnvelope {
             row.event_id.into(),
             Actor::decode(&row.actor),
             row.request_id,
-            UserEvent::decode(&row.event_type, row.schema_version, &row.payload).map_err(internal)?,
+            UserEvent::decode(&row.event_type, row.schema_version, &row.payload)
+                .map_err(internal)?,
         );
         // The row's own write time: the event's time for plain appends, the Paxos
         // ballot's for version-checked ones.
@@ -274,7 +275,8 @@ impl TryFrom<EventRow> for EventEnvelope {
 const EVENT_COLUMNS: &str =
     "userid, event_id, event_type, schema_version, payload, actor, request_id, WRITETIME(payload)";
 /// The event columns as written.
-const EVENT_INSERT_COLUMNS: &str = "userid, event_id, event_type, schema_version, payload, actor, request_id";
+const EVENT_INSERT_COLUMNS: &str =
+    "userid, event_id, event_type, schema_version, payload, actor, request_id";
 
 impl CassandraStore {
     /// Connects, checks that every migration has been applied, and prepares every
@@ -365,7 +367,11 @@ impl CassandraStore {
     /// user's log partition; step 2, learn the write time Paxos gave the event; step 3,
     /// project with that write time. A crash after step 1 leaves the projection behind
     /// the log, which [`CassandraStore::catch_up`] (and `verify --repair`) heals.
-    async fn append_if_latest(&self, envelope: &EventEnvelope, expected: Uuid) -> Result<(), StoreError> {
+    async fn append_if_latest(
+        &self,
+        envelope: &EventEnvelope,
+        expected: Uuid,
+    ) -> Result<(), StoreError> {
         let outcome = self
             .session
             .execute_unpaged(
@@ -386,7 +392,9 @@ impl CassandraStore {
         let applied = match outcome {
             Ok(result) => lwt_applied(result)?,
             // The LWT timed out with its outcome unknown: a SERIAL read settles it.
-            Err(err) if is_cas_timeout(&err) => self.event_write_time(envelope, true).await?.is_some(),
+            Err(err) if is_cas_timeout(&err) => {
+                self.event_write_time(envelope, true).await?.is_some()
+            }
             Err(err) => return Err(classify(err)),
         };
         if !applied {
@@ -394,7 +402,9 @@ impl CassandraStore {
             // crashed, or is still on its way), bring the row up to date so the 412
             // carries the version the log really has.
             self.catch_up(envelope.user_id).await?;
-            return Err(StoreError::Conflict("the user has changed since that version".into()));
+            return Err(StoreError::Conflict(
+                "the user has changed since that version".into(),
+            ));
         }
         let write_time = self
             .event_write_time(envelope, false)
@@ -406,7 +416,11 @@ impl CassandraStore {
     }
 
     /// The write time of an event's row, `None` when the row does not exist.
-    async fn event_write_time(&self, envelope: &EventEnvelope, serial: bool) -> Result<Option<i64>, StoreError> {
+    async fn event_write_time(
+        &self,
+        envelope: &EventEnvelope,
+        serial: bool,
+    ) -> Result<Option<i64>, StoreError> {
         let statement = if serial {
             &self.statements.select_event_write_time_serial
         } else {
@@ -414,7 +428,10 @@ impl CassandraStore {
         };
         let result = self
             .session
-            .execute_unpaged(statement, (envelope.user_id, CqlTimeuuid::from(envelope.event_id)))
+            .execute_unpaged(
+                statement,
+                (envelope.user_id, CqlTimeuuid::from(envelope.event_id)),
+            )
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
@@ -431,7 +448,10 @@ impl CassandraStore {
         };
         let result = self
             .session
-            .execute_unpaged(&self.statements.select_events_after, (user_id, CqlTimeuuid::from(version)))
+            .execute_unpaged(
+                &self.statements.select_events_after,
+                (user_id, CqlTimeuuid::from(version)),
+            )
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
@@ -454,7 +474,10 @@ fn is_cas_timeout(err: &ExecutionError) -> bool {
     matches!(
         err,
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::WriteTimeout { write_type: WriteType::Cas, .. },
+            DbError::WriteTimeout {
+                write_type: WriteType::Cas,
+                ..
+            },
             _
         ))
     )

@@ -1,0 +1,224 @@
+//! The audit view of the log: what each event changed, whether each of its writes is
+//! the one that currently wins in the projection, and the profile as of any instant.
+
+use super::events::{EventEnvelope, UserEvent, micros_to_datetime};
+use super::projection::{CellValue, Column, replay, truncate_to_millis};
+use super::user::{Cell, UserRow};
+use chrono::{DateTime, Utc};
+
+/// One field written by an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldAudit {
+    /// The column.
+    pub column: Column,
+    /// The value the writer saw before (`None` when unset or not recorded).
+    pub from: Option<CellValue>,
+    /// The value written.
+    pub to: CellValue,
+    /// True when this write is the one the projection holds now: same write time and
+    /// same value as the current cell. False means a later write (or, on a write-time
+    /// tie, a larger value) overwrote it under last-write-wins.
+    pub winning: bool,
+}
+
+/// The fields an event wrote, with their previous values as the event recorded them.
+pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>, CellValue)> {
+    let text = |s: &String| CellValue::Text(s.clone());
+    match &envelope.event {
+        UserEvent::UserRegistered(e) => vec![
+            (Column::Email, None, text(&e.email)),
+            (Column::Firstname, None, text(&e.firstname)),
+            (Column::Lastname, None, text(&e.lastname)),
+            (Column::AccountStatus, None, text(&e.account_status)),
+            (
+                Column::CreatedDate,
+                None,
+                CellValue::Time(truncate_to_millis(envelope.occurred_at())),
+            ),
+        ],
+        UserEvent::ProfileUpdated(e) => {
+            let mut fields = Vec::new();
+            if let Some(c) = &e.firstname {
+                fields.push((Column::Firstname, c.from.as_ref().map(text), text(&c.to)));
+            }
+            if let Some(c) = &e.lastname {
+                fields.push((Column::Lastname, c.from.as_ref().map(text), text(&c.to)));
+            }
+            fields
+        }
+        UserEvent::UserLoggedIn(e) => vec![(
+            Column::LastLoginDate,
+            e.last_login_date.from.map(CellValue::Time),
+            CellValue::Time(e.last_login_date.to),
+        )],
+        UserEvent::AccountStatusChanged(e) => vec![(
+            Column::AccountStatus,
+            e.account_status.from.as_ref().map(text),
+            text(&e.account_status.to),
+        )],
+    }
+}
+
+impl UserRow {
+    /// A column's current value and write time.
+    pub fn cell(&self, column: Column) -> Option<(CellValue, i64)> {
+        fn text(cell: &Option<Cell<String>>) -> Option<(CellValue, i64)> {
+            cell.as_ref()
+                .map(|c| (CellValue::Text(c.value.clone()), c.written_at))
+        }
+        fn time(cell: &Option<Cell<DateTime<Utc>>>) -> Option<(CellValue, i64)> {
+            cell.as_ref()
+                .map(|c| (CellValue::Time(c.value), c.written_at))
+        }
+        match column {
+            Column::Email => text(&self.email),
+            Column::Firstname => text(&self.firstname),
+            Column::Lastname => text(&self.lastname),
+            Column::AccountStatus => text(&self.account_status),
+            Column::CreatedDate => time(&self.created_date),
+            Column::LastLoginDate => time(&self.last_login_date),
+        }
+    }
+}
+
+/// What an event wrote, judged against the current projection.
+pub fn audit_event(envelope: &EventEnvelope, current: &UserRow) -> Vec<FieldAudit> {
+    field_changes(envelope)
+        .into_iter()
+        .map(|(column, from, to)| {
+            let winning = current.cell(column).is_some_and(|(value, written_at)| {
+                written_at == envelope.write_time && value == to
+            });
+            FieldAudit {
+                column,
+                from,
+                to,
+                winning,
+            }
+        })
+        .collect()
+}
+
+/// The user as of `instant`: every event that occurred at or before it, replayed.
+/// `None` when the user was not registered yet.
+pub fn state_as_of<'a>(
+    user_id: uuid::Uuid,
+    events: impl IntoIterator<Item = &'a EventEnvelope>,
+    instant: DateTime<Utc>,
+) -> Option<UserRow> {
+    let cutoff = instant.timestamp_micros();
+    let row = replay(
+        user_id,
+        events.into_iter().filter(|e| e.occurred_micros() <= cutoff),
+    );
+    row.is_registered().then_some(row)
+}
+
+/// The write time as an instant, for display.
+pub fn written_at(envelope: &EventEnvelope) -> DateTime<Utc> {
+    micros_to_datetime(envelope.write_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{Actor, FieldChange, ProfileUpdated, UserRegistered, event_id_at};
+    use uuid::Uuid;
+
+    fn at(user: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {
+        EventEnvelope::new(
+            user,
+            event_id_at(micros, 0, [1; 6]),
+            Actor::User(user),
+            None,
+            event,
+        )
+    }
+
+    fn rename(first: &str) -> UserEvent {
+        UserEvent::ProfileUpdated(ProfileUpdated {
+            firstname: Some(FieldChange {
+                from: None,
+                to: first.into(),
+            }),
+            lastname: None,
+        })
+    }
+
+    #[test]
+    fn only_the_latest_write_of_a_column_is_winning() {
+        let user = Uuid::new_v4();
+        let events = vec![
+            at(
+                user,
+                1_000,
+                UserEvent::UserRegistered(UserRegistered {
+                    email: "a@b.io".into(),
+                    firstname: "A".into(),
+                    lastname: "L".into(),
+                    account_status: "viewer".into(),
+                }),
+            ),
+            at(user, 3_000, rename("Late")),
+            // Applied after the later write, but older: it loses.
+            at(user, 2_000, rename("Early")),
+        ];
+        let row = replay(user, &events);
+        assert_eq!(row.firstname(), Some("Late"));
+        let winning = |e: &EventEnvelope| {
+            audit_event(e, &row)
+                .iter()
+                .find(|f| f.column == Column::Firstname)
+                .unwrap()
+                .winning
+        };
+        assert!(!winning(&events[0]));
+        assert!(winning(&events[1]));
+        assert!(!winning(&events[2]));
+        assert!(
+            audit_event(&events[0], &row)
+                .iter()
+                .find(|f| f.column == Column::Lastname)
+                .unwrap()
+                .winning
+        );
+    }
+
+    #[test]
+    fn as_of_replays_only_the_past() {
+        let user = Uuid::new_v4();
+        let events = vec![
+            at(
+                user,
+                1_000_000,
+                UserEvent::UserRegistered(UserRegistered {
+                    email: "a@b.io".into(),
+                    firstname: "A".into(),
+                    lastname: "L".into(),
+                    account_status: "viewer".into(),
+                }),
+            ),
+            at(user, 2_000_000, rename("B")),
+        ];
+        let t = |micros| micros_to_datetime(micros);
+        assert_eq!(state_as_of(user, &events, t(999_999)), None);
+        assert_eq!(
+            state_as_of(user, &events, t(1_000_000))
+                .unwrap()
+                .firstname(),
+            Some("A")
+        );
+        assert_eq!(
+            state_as_of(user, &events, t(1_999_999))
+                .unwrap()
+                .firstname(),
+            Some("A")
+        );
+        assert_eq!(
+            state_as_of(user, &events, t(2_000_000))
+                .unwrap()
+                .firstname(),
+            Some("B")
+        );
+    }
+}

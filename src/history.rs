@@ -1,0 +1,175 @@
+//! The audit trail as the API and the `history` command present it: pages of events
+//! with last-write-wins provenance, and the profile as of an instant. Shared by
+//! `GET .../history` and `killrvideo-users history`, so both say the same.
+
+use crate::domain::audit::{FieldAudit, audit_event, state_as_of, written_at};
+use crate::domain::projection::CellValue;
+use crate::domain::{EventEnvelope, UserRow};
+use crate::store::{EventPage, StoreError, UserStore};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: usize = 100;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 20;
+/// Page size used when reading a whole history.
+const SCAN_PAGE: usize = 500;
+
+/// One event as an auditor sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditedEvent {
+    /// Time-ordered event id.
+    pub event_id: Uuid,
+    /// `UserRegistered`, `ProfileUpdated`, `UserLoggedIn`, `AccountStatusChanged`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When it occurred.
+    pub occurred_at: DateTime<Utc>,
+    /// Its write time in the store, which decides last-write-wins (equal to
+    /// `occurred_at` except for version-checked writes on Cassandra).
+    pub written_at: DateTime<Utc>,
+    /// `user:<id>` or `operator:<name>`.
+    pub actor: String,
+    /// The `x-request-id` of the request that caused it.
+    pub request_id: Option<String>,
+    /// Per field: `{from, to, winning}`.
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+fn cell_json(value: &CellValue) -> Value {
+    match value {
+        CellValue::Text(text) => json!(text),
+        CellValue::Time(at) => json!(at),
+    }
+}
+
+fn fields_json(fields: &[FieldAudit]) -> Map<String, Value> {
+    fields
+        .iter()
+        .map(|f| {
+            (
+                f.column.name().to_owned(),
+                json!({"from": f.from.as_ref().map(cell_json), "to": cell_json(&f.to), "winning": f.winning}),
+            )
+        })
+        .collect()
+}
+
+impl AuditedEvent {
+    /// Audits one event against the current row.
+    pub fn new(envelope: &EventEnvelope, current: &UserRow) -> Self {
+        Self {
+            event_id: envelope.event_id,
+            event_type: envelope.event.event_type().to_owned(),
+            occurred_at: envelope.occurred_at(),
+            written_at: written_at(envelope),
+            actor: envelope.actor.encode(),
+            request_id: envelope.request_id.clone(),
+            fields: fields_json(&audit_event(envelope, current)),
+        }
+    }
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistoryPage {
+    /// The user.
+    #[serde(rename = "userId")]
+    pub user_id: Uuid,
+    /// The events of this page.
+    pub events: Vec<AuditedEvent>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Encodes a page cursor: the last event id of the page, opaque to clients.
+pub fn encode_cursor(event_id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(event_id.as_bytes())
+}
+
+/// Decodes a cursor; `None` if it is not one of ours.
+pub fn decode_cursor(cursor: &str) -> Option<Uuid> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+/// One page of a user's history; `None` when there is no such user.
+pub async fn history_page(
+    store: &dyn UserStore,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: usize,
+) -> Result<Option<HistoryPage>, StoreError> {
+    let Some(current) = store.find_user(user_id).await? else {
+        return Ok(None);
+    };
+    // One more than asked tells whether another page follows.
+    let mut events = store
+        .events(
+            user_id,
+            EventPage {
+                before,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    let next_cursor = has_more
+        .then(|| events.last().map(|e| encode_cursor(e.event_id)))
+        .flatten();
+    Ok(Some(HistoryPage {
+        user_id,
+        events: events
+            .iter()
+            .map(|e| AuditedEvent::new(e, &current))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// Every event of a user, newest first, read page by page.
+pub async fn all_events(
+    store: &dyn UserStore,
+    user_id: Uuid,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut events = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .events(
+                user_id,
+                EventPage {
+                    before,
+                    limit: SCAN_PAGE,
+                },
+            )
+            .await?;
+        let done = page.len() < SCAN_PAGE;
+        before = page.last().map(|e| e.event_id);
+        events.extend(page);
+        if done {
+            return Ok(events);
+        }
+    }
+}
+
+/// The profile as it was at `instant`, replayed from the log; `None` if the user did
+/// not exist then (or does not exist at all).
+pub async fn profile_as_of(
+    store: &dyn UserStore,
+    user_id: Uuid,
+    instant: DateTime<Utc>,
+) -> Result<Option<UserRow>, StoreError> {
+    let events = all_events(store, user_id).await?;
+    Ok(state_as_of(user_id, &events, instant))
+}
