@@ -5,6 +5,7 @@ use crate::config::{ConfigError, ServeArgs, StoreArgs, StoreSettings, parse_log_
 use crate::domain::role::AccountStatus;
 use crate::history;
 use crate::http::representation::UserResponse;
+use crate::jobs;
 use crate::operations::{SetRoleOutcome, set_role};
 use crate::startup::{Application, open_store, shutdown_signal};
 use crate::store::cassandra::migrate;
@@ -49,6 +50,47 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Replay the event log into the users table (or a side table) through the same
+    /// projection as the live path.
+    Rebuild {
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Build this table instead of `users` (blue/green), created if needed.
+        #[arg(long)]
+        into: Option<String>,
+        /// Key-space ranges scanned at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Continue a previous run of the same job, skipping finished ranges.
+        #[arg(long)]
+        resume: bool,
+        /// Scan and count; write nothing.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// Stop after this many ranges, as a crash would (to exercise --resume).
+        #[arg(long = "stop-after-ranges", hide = true)]
+        stop_after_ranges: Option<usize>,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Compare the users table with the state the event log implies; exit 0 only when
+    /// clean. With --repair, heal the drift by re-projecting from the log.
+    Verify {
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Heal what is found.
+        #[arg(long)]
+        repair: bool,
+        /// Key-space ranges scanned at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print a user's audit history, newest first, or their profile as of an instant.
     History {
         /// The user id.
@@ -86,7 +128,9 @@ fn failure(message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Opens the store for an operator command.
-async fn open_for_operator(args: &StoreArgs) -> Result<crate::store::SharedStore, ExitCode> {
+async fn open_for_operator(
+    args: &StoreArgs,
+) -> Result<crate::store::SharedProjectionStore, ExitCode> {
     let settings = args.settings().map_err(config_failure)?;
     open_store(&settings)
         .await
@@ -96,6 +140,77 @@ async fn open_for_operator(args: &StoreArgs) -> Result<crate::store::SharedStore
 fn parse_user_id(raw: &str) -> Result<Uuid, ExitCode> {
     Uuid::parse_str(raw)
         .map_err(|_| usage_failure(&format!("invalid user id {raw:?}: expected a UUID")))
+}
+
+async fn rebuild_command(
+    options: jobs::RebuildOptions,
+    store: &StoreArgs,
+) -> Result<ExitCode, ExitCode> {
+    let store = open_for_operator(store).await?;
+    let report = jobs::rebuild(store.as_ref(), &options)
+        .await
+        .map_err(|err| {
+            failure(format!(
+                "rebuild failed: {err}; finished ranges are checkpointed, rerun with --resume"
+            ))
+        })?;
+    println!(
+        "rebuild into {}{}: {} events from {} ranges in {:.1}s ({:.0} events/s); {} of {} ranges skipped as already done",
+        report.target,
+        if options.dry_run {
+            " (dry run, nothing written)"
+        } else {
+            ""
+        },
+        report.events,
+        report.ranges_done,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.ranges_skipped,
+        report.ranges_total,
+    );
+    if report.interrupted {
+        return Err(failure(
+            "stopped before the end (--stop-after-ranges); rerun with --resume",
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_command(
+    options: jobs::VerifyOptions,
+    store: &StoreArgs,
+) -> Result<ExitCode, ExitCode> {
+    let store = open_for_operator(store).await?;
+    let report = jobs::verify(store.as_ref(), &options)
+        .await
+        .map_err(|err| failure(format!("verify failed: {err}")))?;
+    for drift in &report.drifts {
+        println!("{drift}");
+    }
+    let drifting: std::collections::HashSet<_> = report.drifts.iter().map(|d| d.user_id).collect();
+    println!(
+        "checked {} users and {} events: {} drifting users, {} drifts",
+        report.users_checked,
+        report.events_read,
+        drifting.len(),
+        report.drifts.len()
+    );
+    if options.repair {
+        for drift in &report.remaining {
+            println!("still drifting after repair: {drift}");
+        }
+        println!(
+            "repaired {} users; {} drifts remain",
+            report.repaired.len(),
+            report.remaining.len()
+        );
+    }
+    if report.clean(options.repair) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_FAILURE))
+    }
 }
 
 async fn set_role_command(
@@ -258,6 +373,61 @@ async fn run(command: Command) -> ExitCode {
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
+        }
+        Command::Rebuild {
+            user,
+            into,
+            parallel,
+            resume,
+            dry_run,
+            stop_after_ranges,
+            store,
+        } => {
+            let options = (|| {
+                Ok::<_, ExitCode>(jobs::RebuildOptions {
+                    user: user.as_deref().map(parse_user_id).transpose()?,
+                    into: into
+                        .map(|table| match crate::store::validate_table_name(&table) {
+                            Ok(()) => Ok(table),
+                            Err(accepts) => Err(usage_failure(&format!(
+                                "invalid --into {table:?}: expected {accepts}"
+                            ))),
+                        })
+                        .transpose()?,
+                    parallel,
+                    resume,
+                    dry_run,
+                    splits: jobs::DEFAULT_SPLITS,
+                    stop_after_ranges,
+                })
+            })();
+            match options {
+                Ok(options) => rebuild_command(options, &store)
+                    .await
+                    .unwrap_or_else(|code| code),
+                Err(code) => code,
+            }
+        }
+        Command::Verify {
+            user,
+            repair,
+            parallel,
+            store,
+        } => {
+            let user = match user.as_deref().map(parse_user_id).transpose() {
+                Ok(user) => user,
+                Err(code) => return code,
+            };
+            let options = jobs::VerifyOptions {
+                user,
+                repair,
+                parallel,
+                splits: jobs::DEFAULT_SPLITS,
+                operator: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+            };
+            verify_command(options, &store)
+                .await
+                .unwrap_or_else(|code| code)
         }
         Command::SetRole {
             user_id,

@@ -25,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod history;
 pub mod http;
+pub mod jobs;
 pub mod operations;
 pub mod startup;
 pub mod store;

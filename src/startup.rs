@@ -7,7 +7,7 @@ use crate::config::{ServeSettings, StoreSettings};
 use crate::http::{AppState, router};
 use crate::store::cassandra::CassandraStore;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedProjectionStore, SharedStore, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// Opens the configured backend; for Cassandra this also checks the schema and prepares
 /// every statement.
-pub async fn open_store(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStore, StoreError> {
     Ok(match settings {
         StoreSettings::Embedded { data_dir } => {
             let data_dir = data_dir.clone();
@@ -61,7 +61,7 @@ pub enum StartupError {
 impl Application {
     /// Opens the store and binds the listener described by `settings`.
     pub async fn build(settings: ServeSettings) -> Result<Self, StartupError> {
-        let store = open_store(&settings.store).await?;
+        let store: SharedStore = open_store(&settings.store).await?;
         let secret = settings.jwt_secret.unwrap_or_else(|| {
             tracing::warn!(
                 "KILLRVIDEO_JWT_SECRET is not set: using a random secret. Tokens will not survive a restart \

@@ -96,7 +96,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
     assert!(third.status.success());
     let stdout = String::from_utf8_lossy(&third.stdout);
     assert!(
-        stdout.contains("applied [], already applied [1, 2, 3, 4]"),
+        stdout.contains("applied [], already applied [1, 2, 3, 4, 5]"),
         "{stdout}"
     );
 
@@ -125,6 +125,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
         assert_eq!(
             tables,
             [
+                "projection_checkpoints",
                 "schema_migration_lease",
                 "schema_migrations",
                 "user_credentials",
@@ -144,7 +145,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
             .rows::<(i32,)>()
             .unwrap()
             .count();
-        assert_eq!(versions, 4);
+        assert_eq!(versions, 5);
         session
             .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
             .await

@@ -56,6 +56,44 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
             e.account_status.from.as_ref().map(text),
             text(&e.account_status.to),
         )],
+        UserEvent::ProjectionRepaired(e) => {
+            let time = |at: &DateTime<Utc>| CellValue::Time(*at);
+            let mut fields = vec![
+                (
+                    Column::Email,
+                    e.email.from.as_ref().map(text),
+                    text(&e.email.to),
+                ),
+                (
+                    Column::Firstname,
+                    e.firstname.from.as_ref().map(text),
+                    text(&e.firstname.to),
+                ),
+                (
+                    Column::Lastname,
+                    e.lastname.from.as_ref().map(text),
+                    text(&e.lastname.to),
+                ),
+                (
+                    Column::AccountStatus,
+                    e.account_status.from.as_ref().map(text),
+                    text(&e.account_status.to),
+                ),
+                (
+                    Column::CreatedDate,
+                    e.created_date.from.as_ref().map(time),
+                    time(&e.created_date.to),
+                ),
+            ];
+            if let Some(login) = &e.last_login_date {
+                fields.push((
+                    Column::LastLoginDate,
+                    login.from.as_ref().map(time),
+                    time(&login.to),
+                ));
+            }
+            fields
+        }
     }
 }
 

@@ -112,6 +112,28 @@ pub struct AccountStatusChanged {
     pub account_status: FieldChange<String>,
 }
 
+/// Payload of `ProjectionRepaired`, recorded by `verify --repair` when re-projecting the
+/// log cannot fix a row because something outside the log wrote cells with later
+/// timestamps (or deleted the row). It re-asserts the state the log implies, at a write
+/// time later than the damage, so the log again explains every cell. `from` is what the
+/// table held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionRepaired {
+    /// Restated email.
+    pub email: FieldChange<String>,
+    /// Restated first name.
+    pub firstname: FieldChange<String>,
+    /// Restated last name.
+    pub lastname: FieldChange<String>,
+    /// Restated status.
+    pub account_status: FieldChange<String>,
+    /// Restated registration time.
+    pub created_date: FieldChange<DateTime<Utc>>,
+    /// Restated last login, when the user ever logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_date: Option<FieldChange<DateTime<Utc>>>,
+}
+
 /// Everything that can happen to a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserEvent {
@@ -123,6 +145,8 @@ pub enum UserEvent {
     UserLoggedIn(UserLoggedIn),
     /// An operator changed the account status (the role).
     AccountStatusChanged(AccountStatusChanged),
+    /// `verify --repair` restated the projection.
+    ProjectionRepaired(ProjectionRepaired),
 }
 
 /// A stored event that cannot be read back.
@@ -152,6 +176,7 @@ impl UserEvent {
             UserEvent::ProfileUpdated(_) => "ProfileUpdated",
             UserEvent::UserLoggedIn(_) => "UserLoggedIn",
             UserEvent::AccountStatusChanged(_) => "AccountStatusChanged",
+            UserEvent::ProjectionRepaired(_) => "ProjectionRepaired",
         }
     }
 
@@ -162,6 +187,7 @@ impl UserEvent {
             UserEvent::ProfileUpdated(p) => serde_json::to_string(p),
             UserEvent::UserLoggedIn(p) => serde_json::to_string(p),
             UserEvent::AccountStatusChanged(p) => serde_json::to_string(p),
+            UserEvent::ProjectionRepaired(p) => serde_json::to_string(p),
         };
         // Serialising these plain structs of strings and timestamps cannot fail.
         encoded.unwrap_or_default()
@@ -190,6 +216,9 @@ impl UserEvent {
             "UserLoggedIn" => UserEvent::UserLoggedIn(serde_json::from_str(payload).map_err(wrap)?),
             "AccountStatusChanged" => {
                 UserEvent::AccountStatusChanged(serde_json::from_str(payload).map_err(wrap)?)
+            }
+            "ProjectionRepaired" => {
+                UserEvent::ProjectionRepaired(serde_json::from_str(payload).map_err(wrap)?)
             }
             other => return Err(EventDecodeError::UnknownType(other.to_owned())),
         })

@@ -19,6 +19,7 @@ pub mod projection;
 pub mod registration;
 pub mod role;
 pub mod user;
+pub mod verify;
 
 pub use events::{Actor, EventEnvelope, FieldChange, UserEvent};
 pub use fields::FieldError;

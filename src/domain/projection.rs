@@ -82,7 +82,7 @@ impl Projection {
 
 /// Every column set [`project`] can produce. Backends prepare one statement per set at
 /// start-up; a unit test keeps this list in step with [`project`].
-pub const COLUMN_SETS: [&[Column]; 6] = [
+pub const COLUMN_SETS: [&[Column]; 7] = [
     &[
         Column::Email,
         Column::Firstname,
@@ -90,6 +90,7 @@ pub const COLUMN_SETS: [&[Column]; 6] = [
         Column::AccountStatus,
         Column::CreatedDate,
     ],
+    &Column::ALL,
     &[Column::Firstname],
     &[Column::Lastname],
     &[Column::Firstname, Column::Lastname],
@@ -126,6 +127,19 @@ pub fn project(envelope: &EventEnvelope) -> Projection {
         }
         UserEvent::AccountStatusChanged(e) => {
             vec![(Column::AccountStatus, text(&e.account_status.to))]
+        }
+        UserEvent::ProjectionRepaired(e) => {
+            let mut writes = vec![
+                (Column::Email, text(&e.email.to)),
+                (Column::Firstname, text(&e.firstname.to)),
+                (Column::Lastname, text(&e.lastname.to)),
+                (Column::AccountStatus, text(&e.account_status.to)),
+                (Column::CreatedDate, CellValue::Time(e.created_date.to)),
+            ];
+            if let Some(login) = &e.last_login_date {
+                writes.push((Column::LastLoginDate, CellValue::Time(login.to)));
+            }
+            writes
         }
     };
     Projection {

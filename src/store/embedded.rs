@@ -4,19 +4,30 @@
 //! one transaction covering the event, its projection and (for registration) the
 //! credentials, so there is no window in which the log and the table disagree.
 
-use super::{Credentials, EventPage, Precondition, StoreError, UserStore};
+use super::{
+    Credentials, EventPage, EventStream, Precondition, ProjectionStore, RowStream, ScanRange,
+    StoreError, USERS_TABLE, UserStore, validate_table_name,
+};
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent, event_micros};
 use crate::domain::projection::{Column, project};
 use crate::domain::user::{Cell, UserRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_projection_checkpoints.sql"),
+    ),
+];
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "killrvideo-users.db";
@@ -146,24 +157,36 @@ fn uuid_cell(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Cell
     }))
 }
 
-/// Reads the raw row, registered or not.
+/// Reads the cells of a row selected with [`USER_COLUMNS`] starting at column `at`.
+fn read_cells(row: &rusqlite::Row<'_>, user_id: Uuid, at: usize) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        user_id,
+        email: text_cell(row, at)?,
+        firstname: text_cell(row, at + 2)?,
+        lastname: text_cell(row, at + 4)?,
+        account_status: text_cell(row, at + 6)?,
+        created_date: time_cell(row, at + 8)?,
+        last_login_date: time_cell(row, at + 10)?,
+        last_event_id: uuid_cell(row, at + 12)?,
+    })
+}
+
+/// Reads the raw row of the live table, registered or not.
 fn load_row(connection: &Connection, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+    load_row_from(connection, USERS_TABLE, user_id)
+}
+
+/// Reads the raw row of `table` (validated by the caller).
+fn load_row_from(
+    connection: &Connection,
+    table: &str,
+    user_id: Uuid,
+) -> Result<Option<UserRow>, StoreError> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE userid = ?1"
+        "SELECT {USER_COLUMNS} FROM {table} WHERE userid = ?1"
     ))?;
     let row = statement
-        .query_row([user_id.to_string()], |row| {
-            Ok(UserRow {
-                user_id,
-                email: text_cell(row, 0)?,
-                firstname: text_cell(row, 2)?,
-                lastname: text_cell(row, 4)?,
-                account_status: text_cell(row, 6)?,
-                created_date: time_cell(row, 8)?,
-                last_login_date: time_cell(row, 10)?,
-                last_event_id: uuid_cell(row, 12)?,
-            })
-        })
+        .query_row([user_id.to_string()], |row| read_cells(row, user_id, 0))
         .optional()?;
     Ok(row)
 }
@@ -213,17 +236,18 @@ fn append_in(tx: &Transaction<'_>, envelope: &EventEnvelope) -> Result<(), Store
         envelope.actor.encode(),
         envelope.request_id,
     ])?;
-    apply_projection(tx, envelope)
+    apply_projection(tx, USERS_TABLE, envelope)
 }
 
 /// Folds the event's projection into the row with the shared last-write-wins merge and
 /// writes back only the cells that changed.
-pub(crate) fn apply_projection(
+fn apply_projection(
     tx: &Connection,
+    table: &str,
     envelope: &EventEnvelope,
 ) -> Result<(), StoreError> {
     let projection = project(envelope);
-    let existing = load_row(tx, envelope.user_id)?;
+    let existing = load_row_from(tx, table, envelope.user_id)?;
     let before = existing
         .clone()
         .unwrap_or_else(|| UserRow::empty(envelope.user_id));
@@ -257,13 +281,13 @@ pub(crate) fn apply_projection(
         return Ok(());
     }
     if existing.is_none() {
-        tx.prepare_cached("INSERT INTO users (userid) VALUES (?1)")?
+        tx.prepare_cached(&format!("INSERT INTO {table} (userid) VALUES (?1)"))?
             .execute([envelope.user_id.to_string()])?;
     }
     values.push(rusqlite::types::Value::Text(envelope.user_id.to_string()));
     // Column names come from the fixed Column enum, never from input.
     let sql = format!(
-        "UPDATE users SET {} WHERE userid = ?",
+        "UPDATE {table} SET {} WHERE userid = ?",
         assignments.join(", ")
     );
     tx.prepare_cached(&sql)?
@@ -414,6 +438,264 @@ impl UserStore for EmbeddedStore {
                 events.push(row??);
             }
             Ok(events)
+        })
+        .await
+    }
+}
+
+/// Rows read per page when a job scans.
+const SCAN_PAGE_ROWS: i64 = 1000;
+
+/// User ids are stored as lowercase hyphenated text, so the first two hex digits split
+/// them into 256 buckets; a range is a run of buckets, `[start, end)`.
+fn bucket_bound(bucket: i64) -> String {
+    if bucket >= 256 {
+        "g".into() // sorts after every hex digit
+    } else {
+        format!("{bucket:02x}")
+    }
+}
+
+fn checked_table(table: &str) -> Result<(), StoreError> {
+    if table == USERS_TABLE {
+        return Ok(());
+    }
+    validate_table_name(table)
+        .map_err(|accepts| StoreError::Internal(format!("invalid table `{table}`: {accepts}")))
+}
+
+/// Pages through a range with keyset pagination, one blocking query per page, so memory
+/// stays at one page whatever the size of the table.
+fn paged<T, F>(store: EmbeddedStore, fetch: F) -> BoxStream<'static, Result<T, StoreError>>
+where
+    T: Send + 'static,
+    F: Fn(&Connection, Option<String>) -> Result<(Vec<T>, Option<String>), StoreError>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    let pages = futures::stream::unfold(Some(None::<String>), move |cursor| {
+        let store = store.clone();
+        let fetch = fetch.clone();
+        async move {
+            let after = cursor?;
+            let page = store.with_connection(move |c| fetch(c, after)).await;
+            match page {
+                Ok((items, next)) => {
+                    let next_state = next.map(Some);
+                    Some((Ok(items), next_state))
+                }
+                Err(err) => Some((Err(err), None)),
+            }
+        }
+    });
+    pages
+        .map(|page| match page {
+            Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(err) => futures::stream::once(async move { Err(err) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+}
+
+#[async_trait]
+impl ProjectionStore for EmbeddedStore {
+    fn scan_ranges(&self, splits: usize) -> Vec<ScanRange> {
+        let splits = splits.clamp(1, 256) as i64;
+        (0..splits)
+            .map(|i| ScanRange {
+                start: i * 256 / splits,
+                end: (i + 1) * 256 / splits,
+            })
+            .collect()
+    }
+
+    async fn scan_events(&self, range: ScanRange) -> Result<EventStream<'_>, StoreError> {
+        let (low, high) = (bucket_bound(range.start), bucket_bound(range.end));
+        Ok(paged(self.clone(), move |c, after| {
+            // Keyset cursor: "userid|event_time|event_id" of the last row of the page.
+            let (user, time, id) = match after
+                .as_deref()
+                .map(|a| a.splitn(3, '|').collect::<Vec<_>>())
+            {
+                Some(parts) if parts.len() == 3 => (
+                    parts[0].to_owned(),
+                    parts[1].parse::<i64>().unwrap_or(i64::MIN),
+                    parts[2].to_owned(),
+                ),
+                _ => (low.clone(), i64::MIN, String::new()),
+            };
+            let mut statement = c.prepare_cached(
+                "SELECT userid, event_id, event_type, schema_version, payload, actor, request_id, event_time
+                 FROM user_events
+                 WHERE (userid, event_time, event_id) > (?1, ?2, ?3) AND userid >= ?4 AND userid < ?5
+                 ORDER BY userid, event_time, event_id LIMIT ?6",
+            )?;
+            let mut items = Vec::new();
+            let mut last = None;
+            let rows =
+                statement.query_map(params![user, time, id, low, high, SCAN_PAGE_ROWS], |row| {
+                    let key = format!(
+                        "{}|{}|{}",
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(7)?,
+                        row.get::<_, String>(1)?
+                    );
+                    Ok((key, decode_event(row)?))
+                })?;
+            for row in rows {
+                let (key, event) = row?;
+                items.push(event?);
+                last = Some(key);
+            }
+            let next = if items.len() as i64 == SCAN_PAGE_ROWS {
+                last
+            } else {
+                None
+            };
+            Ok((items, next))
+        }))
+    }
+
+    async fn scan_rows(&self, table: &str, range: ScanRange) -> Result<RowStream<'_>, StoreError> {
+        checked_table(table)?;
+        let (low, high) = (bucket_bound(range.start), bucket_bound(range.end));
+        let sql = format!(
+            "SELECT userid, {USER_COLUMNS} FROM {table}
+             WHERE userid > ?1 AND userid >= ?2 AND userid < ?3 ORDER BY userid LIMIT ?4"
+        );
+        Ok(paged(self.clone(), move |c, after| {
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map(
+                params![after.unwrap_or_default(), low, high, SCAN_PAGE_ROWS],
+                |row| {
+                    let id: String = row.get(0)?;
+                    let user_id = Uuid::parse_str(&id).unwrap_or_default();
+                    Ok((id, read_cells(row, user_id, 1)?))
+                },
+            )?;
+            let mut items = Vec::new();
+            let mut last = None;
+            for row in rows {
+                let (id, cells) = row?;
+                items.push(cells);
+                last = Some(id);
+            }
+            let next = if items.len() as i64 == SCAN_PAGE_ROWS {
+                last
+            } else {
+                None
+            };
+            Ok((items, next))
+        }))
+    }
+
+    async fn prepare_table(&self, table: &str) -> Result<(), StoreError> {
+        checked_table(table)?;
+        if table == USERS_TABLE {
+            return Ok(());
+        }
+        let sql = include_str!("../../migrations/sqlite/0001_init.sql");
+        // The users definition of the initial schema, renamed.
+        let start = sql
+            .find("CREATE TABLE IF NOT EXISTS users")
+            .ok_or_else(|| StoreError::Internal("no users DDL".into()))?;
+        let end = start
+            + sql[start..]
+                .find(';')
+                .ok_or_else(|| StoreError::Internal("no users DDL end".into()))?;
+        let ddl =
+            sql[start..end].replacen("IF NOT EXISTS users", &format!("IF NOT EXISTS {table}"), 1);
+        self.with_connection(move |c| {
+            c.execute_batch(&ddl)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        checked_table(table)?;
+        let table = table.to_owned();
+        self.with_connection(move |c| load_row_from(c, &table, user_id))
+            .await
+    }
+
+    async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError> {
+        checked_table(table)?;
+        let (table, event) = (table.to_owned(), event.clone());
+        self.with_connection(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            apply_projection(&tx, &table, &event)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_row(&self, table: &str, user_id: Uuid, _at: i64) -> Result<(), StoreError> {
+        checked_table(table)?;
+        let sql = format!("DELETE FROM {table} WHERE userid = ?1");
+        self.with_connection(move |c| {
+            c.execute(&sql, [user_id.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_cell(
+        &self,
+        table: &str,
+        user_id: Uuid,
+        column: Column,
+        _at: i64,
+    ) -> Result<(), StoreError> {
+        checked_table(table)?;
+        let sql = format!(
+            "UPDATE {table} SET {0} = NULL, {0}_wt = NULL WHERE userid = ?1",
+            column.name()
+        );
+        self.with_connection(move |c| {
+            c.execute(&sql, [user_id.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError> {
+        let job = job.to_owned();
+        self.with_connection(move |c| {
+            let mut statement =
+                c.prepare_cached("SELECT range_start FROM projection_checkpoints WHERE job = ?1")?;
+            let starts = statement.query_map([job], |row| row.get::<_, i64>(0))?;
+            Ok(starts.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn finish_range(
+        &self,
+        job: &str,
+        range: ScanRange,
+        events: u64,
+    ) -> Result<(), StoreError> {
+        let job = job.to_owned();
+        self.with_connection(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO projection_checkpoints (job, range_start, range_end, events, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![job, range.start, range.end, events as i64, Utc::now().to_rfc3339()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError> {
+        let job = job.to_owned();
+        self.with_connection(move |c| {
+            c.execute("DELETE FROM projection_checkpoints WHERE job = ?1", [job])?;
+            Ok(())
         })
         .await
     }

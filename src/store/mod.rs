@@ -9,8 +9,10 @@
 pub mod cassandra;
 pub mod embedded;
 
+use crate::domain::projection::Column;
 use crate::domain::{EventEnvelope, UserRow};
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -122,3 +124,143 @@ pub trait UserStore: Send + Sync + 'static {
 
 /// The store as the application holds it.
 pub type SharedStore = Arc<dyn UserStore>;
+
+/// The name of the live projection table.
+pub const USERS_TABLE: &str = "users";
+
+/// A slice of the log (and of a users table) that a job scans and checkpoints as one
+/// unit: a token range `(start, end]` on Cassandra, a range of user-id prefixes on
+/// SQLite. Every user falls in exactly one range, in the log and in the table alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScanRange {
+    /// Lower bound (its meaning is the backend's).
+    pub start: i64,
+    /// Upper bound.
+    pub end: i64,
+}
+
+/// Events streamed out of a range.
+pub type EventStream<'a> = BoxStream<'a, Result<EventEnvelope, StoreError>>;
+/// Rows streamed out of a range.
+pub type RowStream<'a> = BoxStream<'a, Result<UserRow, StoreError>>;
+
+/// What the projection jobs (rebuild, verify, repair) need beyond the request path.
+/// `table` is `users` or a side table built by `rebuild --into`.
+#[async_trait]
+pub trait ProjectionStore: UserStore {
+    /// Splits the key space into about `splits` ranges.
+    fn scan_ranges(&self, splits: usize) -> Vec<ScanRange>;
+
+    /// Streams every event of the users in `range`, grouped by user, in pages.
+    async fn scan_events(&self, range: ScanRange) -> Result<EventStream<'_>, StoreError>;
+
+    /// Streams every row of `table` whose user is in `range`, in pages.
+    async fn scan_rows(&self, table: &str, range: ScanRange) -> Result<RowStream<'_>, StoreError>;
+
+    /// Creates `table` with the users schema if needed and prepares its statements.
+    async fn prepare_table(&self, table: &str) -> Result<(), StoreError>;
+
+    /// One raw row of `table`.
+    async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
+
+    /// Projects an already logged event into `table`, cells at the event's write time.
+    async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError>;
+
+    /// Deletes a whole row with a tombstone at write time `at`.
+    async fn delete_row(&self, table: &str, user_id: Uuid, at: i64) -> Result<(), StoreError>;
+
+    /// Deletes one cell with a tombstone at write time `at`.
+    async fn delete_cell(
+        &self,
+        table: &str,
+        user_id: Uuid,
+        column: Column,
+        at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Ranges already finished by `job` (their starts).
+    async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError>;
+
+    /// Records that `job` finished `range`.
+    async fn finish_range(
+        &self,
+        job: &str,
+        range: ScanRange,
+        events: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets every checkpoint of `job`.
+    async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError>;
+}
+
+/// The store as the jobs hold it.
+pub type SharedProjectionStore = Arc<dyn ProjectionStore>;
+
+/// Splits `[i64::MIN, i64::MAX]` into `splits` contiguous `(start, end]` ranges.
+pub fn split_token_ring(splits: usize) -> Vec<ScanRange> {
+    let splits = splits.clamp(1, 65_536) as i128;
+    let (min, max) = (i64::MIN as i128, i64::MAX as i128);
+    let width = (max - min) / splits;
+    (0..splits)
+        .map(|i| {
+            let start = min + i * width;
+            let end = if i == splits - 1 {
+                max
+            } else {
+                min + (i + 1) * width
+            };
+            ScanRange {
+                start: start as i64,
+                end: end as i64,
+            }
+        })
+        .collect()
+}
+
+/// A table name that may be spliced into CQL/SQL: a plain identifier.
+pub fn validate_table_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && !matches!(
+            name,
+            "user_events"
+                | "user_credentials"
+                | "schema_migrations"
+                | "schema_migration_lease"
+                | "projection_checkpoints"
+        );
+    if ok {
+        Ok(())
+    } else {
+        Err("a letter followed by up to 47 letters, digits or underscores, not one of the service's own tables".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ranges_cover_the_ring_without_gaps() {
+        for splits in [1, 2, 7, 256] {
+            let ranges = split_token_ring(splits);
+            assert_eq!(ranges.len(), splits);
+            assert_eq!(ranges[0].start, i64::MIN);
+            assert_eq!(ranges.last().unwrap().end, i64::MAX);
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+                assert!(pair[0].start < pair[0].end);
+            }
+        }
+    }
+
+    #[test]
+    fn table_names() {
+        assert!(validate_table_name("users_rebuild").is_ok());
+        for bad in ["", "user_events", "a;b", "1x"] {
+            assert!(validate_table_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_user_events.cql",
         cql: include_str!("../../../migrations/cassandra/0004_user_events.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_projection_checkpoints.cql",
+        cql: include_str!("../../../migrations/cassandra/0005_projection_checkpoints.cql"),
+    },
 ];
 
 /// How long a migration lease lives if its holder dies without releasing it.

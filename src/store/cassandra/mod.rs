@@ -10,9 +10,10 @@
 //!   user's log partition (`IF head = ?`), then projected `USING TIMESTAMP`; an LWT
 //!   cannot carry a timestamp, nor span tables, hence two steps.
 
+mod jobs;
 pub mod migrate;
 
-use super::{Credentials, EventPage, Precondition, StoreError, UserStore};
+use super::{Credentials, EventPage, Precondition, StoreError, USERS_TABLE, UserStore};
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent};
 use crate::domain::projection::{COLUMN_SETS, CellValue, Column, project};
 use crate::domain::user::{Cell, UserRow};
@@ -73,6 +74,11 @@ struct Statements {
 pub struct CassandraStore {
     session: Arc<Session>,
     statements: Arc<Statements>,
+    /// Statements of the projection jobs, per target table, prepared when a job starts
+    /// (`ProjectionStore::prepare_table`), never on the request path.
+    job_statements: Arc<std::sync::RwLock<HashMap<String, Arc<jobs::TableStatements>>>>,
+    /// The keyspace, for the jobs' DDL.
+    keyspace: String,
 }
 
 /// Opens a session. Used by `serve`, `migrate` and the jobs alike.
@@ -142,6 +148,32 @@ fn internal(err: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(err.to_string())
 }
 
+/// Prefixes the table after every `FROM`, `INTO` and `UPDATE` with the keyspace, so
+/// prepared statements never depend on a session-wide `USE` (which Cassandra warns is
+/// ambiguous). Statement texts here are single-spaced, which this relies on.
+pub(crate) fn qualify(keyspace: &str, cql: &str) -> String {
+    let mut previous = "";
+    cql.split(' ')
+        .map(|token| {
+            let table_position = matches!(
+                previous.to_ascii_uppercase().as_str(),
+                "FROM" | "INTO" | "UPDATE"
+            );
+            previous = token;
+            if table_position
+                && !token.is_empty()
+                && !token.contains('.')
+                && !token.starts_with('(')
+            {
+                format!("{keyspace}.{token}")
+            } else {
+                token.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Reads the `[applied]` flag of an LWT result. Apache Cassandra returns only that
 /// column when the LWT applied and adds the current values when it did not (ScyllaDB
 /// always adds them), so the row is read untyped.
@@ -179,28 +211,28 @@ fn projection_values(envelope: &EventEnvelope) -> (Vec<Column>, BoundValues) {
     (projection.columns(), values)
 }
 
-fn projection_cql(columns: &[Column]) -> String {
+fn projection_cql(table: &str, columns: &[Column]) -> String {
     let assignments: Vec<String> = columns
         .iter()
         .map(|c| format!("{} = ?", c.name()))
         .chain(std::iter::once("last_event_id = ?".to_owned()))
         .collect();
     format!(
-        "UPDATE users USING TIMESTAMP ? SET {} WHERE userid = ?",
+        "UPDATE {table} USING TIMESTAMP ? SET {} WHERE userid = ?",
         assignments.join(", ")
     )
 }
 
 /// The `users` columns with their write times, as `find_user` and the jobs read them.
-const SELECT_USER_CQL: &str = "SELECT userid, email, WRITETIME(email), firstname, WRITETIME(firstname), \
+const USER_CELLS: &str = "userid, email, WRITETIME(email), firstname, WRITETIME(firstname), \
      lastname, WRITETIME(lastname), account_status, WRITETIME(account_status), \
      created_date, WRITETIME(created_date), last_login_date, WRITETIME(last_login_date), \
-     last_event_id, WRITETIME(last_event_id) FROM users";
+     last_event_id, WRITETIME(last_event_id)";
 
-/// One row of [`SELECT_USER_CQL`], read by position.
+/// One row of [`USER_CELLS`], read by position.
 #[derive(scylla::DeserializeRow)]
 #[scylla(flavor = "enforce_order", skip_name_checks)]
-pub(crate) struct UserCells {
+struct UserCells {
     userid: Uuid,
     email: Option<String>,
     email_wt: Option<i64>,
@@ -284,14 +316,12 @@ impl CassandraStore {
     pub async fn connect(options: &CassandraOptions) -> Result<Self, StoreError> {
         let session = open_session(options).await?;
         migrate::ensure_migrated(&session, &options.keyspace).await?;
-        session
-            .use_keyspace(&options.keyspace, true)
-            .await
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
-        let statements = Statements::prepare(&session).await?;
+        let statements = Statements::prepare(&session, &options.keyspace).await?;
         Ok(Self {
             session: Arc::new(session),
             statements: Arc::new(statements),
+            job_statements: Arc::default(),
+            keyspace: options.keyspace.clone(),
         })
     }
 
@@ -484,8 +514,9 @@ fn is_cas_timeout(err: &ExecutionError) -> bool {
 }
 
 impl Statements {
-    async fn prepare(session: &Session) -> Result<Self, StoreError> {
+    async fn prepare(session: &Session, keyspace: &str) -> Result<Self, StoreError> {
         let prepare = |cql: String, idempotent: bool| async move {
+            let cql = qualify(keyspace, &cql);
             let mut statement = session
                 .prepare(cql.clone())
                 .await
@@ -504,12 +535,12 @@ impl Statements {
             // cells with the same timestamp.
             project.insert(
                 columns.to_vec(),
-                prepare(projection_cql(columns), true).await?,
+                prepare(projection_cql(USERS_TABLE, columns), true).await?,
             );
         }
         Ok(Self {
             ping: prepare("SELECT release_version FROM system.local WHERE key = 'local'".into(), true).await?,
-            select_user: prepare(format!("{SELECT_USER_CQL} WHERE userid = ?"), true).await?,
+            select_user: prepare(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?"), true).await?,
             select_credentials: prepare(
                 "SELECT password, userid, account_locked FROM user_credentials WHERE email = ?".into(),
                 true,
@@ -676,5 +707,40 @@ impl UserStore for CassandraStore {
             events.push(EventEnvelope::try_from(row.map_err(internal)?)?);
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qualify;
+
+    #[test]
+    fn statements_are_qualified_with_the_keyspace() {
+        assert_eq!(
+            qualify("ks", "SELECT a FROM users WHERE userid = ?"),
+            "SELECT a FROM ks.users WHERE userid = ?"
+        );
+        assert_eq!(
+            qualify(
+                "ks",
+                "INSERT INTO user_events (a, b) VALUES (?, ?) USING TIMESTAMP ?"
+            ),
+            "INSERT INTO ks.user_events (a, b) VALUES (?, ?) USING TIMESTAMP ?"
+        );
+        assert_eq!(
+            qualify("ks", "UPDATE users USING TIMESTAMP ? SET a = ?"),
+            "UPDATE ks.users USING TIMESTAMP ? SET a = ?"
+        );
+        assert_eq!(
+            qualify("ks", "DELETE firstname FROM t WHERE userid = ?"),
+            "DELETE firstname FROM ks.t WHERE userid = ?"
+        );
+        assert_eq!(
+            qualify(
+                "ks",
+                "SELECT release_version FROM system.local WHERE key = 'local'"
+            ),
+            "SELECT release_version FROM system.local WHERE key = 'local'"
+        );
     }
 }

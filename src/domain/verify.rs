@@ -1,0 +1,303 @@
+//! Drift between the `users` table and the state the event log implies, and what
+//! repairing it takes. Pure: the jobs feed it the replayed row and the stored row.
+
+use super::events::{FieldChange, ProjectionRepaired, UserEvent};
+use super::projection::{CellValue, Column};
+use super::user::UserRow;
+use std::fmt;
+use uuid::Uuid;
+
+/// What kind of disagreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DriftKind {
+    /// The log has a user, the table has no row for it.
+    MissingRow,
+    /// The table has a row, the log has no user for it.
+    OrphanRow,
+    /// Same write time as its event, different value.
+    WrongValue,
+    /// The cell, or the version, is older than the log says: an event was not projected.
+    Behind,
+    /// The version names an event the log does not have.
+    Ahead,
+    /// A cell written later than any event that wrote its column, or a cell no event
+    /// wrote at all: a change without an event.
+    OrphanChange,
+}
+
+impl fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DriftKind::MissingRow => "missing row",
+            DriftKind::OrphanRow => "orphan row (no events)",
+            DriftKind::WrongValue => "wrong value",
+            DriftKind::Behind => "projection behind the log",
+            DriftKind::Ahead => "projection ahead of the log",
+            DriftKind::OrphanChange => "orphan change (no event)",
+        })
+    }
+}
+
+/// One disagreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The user.
+    pub user_id: Uuid,
+    /// The column, or `None` for the whole row; `last_event_id` for the version.
+    pub column: Option<&'static str>,
+    /// The kind.
+    pub kind: DriftKind,
+    /// What the log implies (value and write time), if anything.
+    pub expected: Option<String>,
+    /// What the table holds, if anything.
+    pub actual: Option<String>,
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {}: {}", self.user_id, self.kind)?;
+        if let Some(column) = self.column {
+            write!(f, " in {column}")?;
+        }
+        write!(
+            f,
+            ": log implies {}, table has {}",
+            self.expected.as_deref().unwrap_or("nothing"),
+            self.actual.as_deref().unwrap_or("nothing")
+        )
+    }
+}
+
+fn show(value: &CellValue, written_at: i64) -> String {
+    match value {
+        CellValue::Text(text) => format!("{text:?} @{written_at}"),
+        CellValue::Time(at) => format!("{} @{written_at}", at.to_rfc3339()),
+    }
+}
+
+/// Compares the row the log implies (`None`: no registered user) with the stored row.
+/// `known_events` answers whether an event id is in the log.
+pub fn compare(
+    user_id: Uuid,
+    expected: Option<&UserRow>,
+    actual: Option<&UserRow>,
+    known_event: impl Fn(Uuid) -> bool,
+) -> Vec<Drift> {
+    let drift = |column, kind, expected, actual| Drift {
+        user_id,
+        column,
+        kind,
+        expected,
+        actual,
+    };
+    let (expected, actual) = match (expected, actual) {
+        (None, None) => return vec![],
+        (Some(_), None) => {
+            return vec![drift(
+                None,
+                DriftKind::MissingRow,
+                Some("a registered user".into()),
+                None,
+            )];
+        }
+        (None, Some(row)) => {
+            return vec![drift(
+                None,
+                DriftKind::OrphanRow,
+                None,
+                Some(format!(
+                    "{} cells",
+                    Column::ALL
+                        .iter()
+                        .filter(|c| row.cell(**c).is_some())
+                        .count()
+                )),
+            )];
+        }
+        (Some(expected), Some(actual)) => (expected, actual),
+    };
+    let mut drifts = Vec::new();
+    for column in Column::ALL {
+        let (want, have) = (expected.cell(column), actual.cell(column));
+        let kind = match (&want, &have) {
+            (None, None) => continue,
+            (Some(_), None) => DriftKind::Behind,
+            (None, Some(_)) => DriftKind::OrphanChange,
+            (Some((w, wt)), Some((h, ht))) => {
+                if ht < wt {
+                    DriftKind::Behind
+                } else if ht > wt {
+                    DriftKind::OrphanChange
+                } else if w != h {
+                    DriftKind::WrongValue
+                } else {
+                    continue;
+                }
+            }
+        };
+        drifts.push(drift(
+            Some(column.name()),
+            kind,
+            want.map(|(v, t)| show(&v, t)),
+            have.map(|(v, t)| show(&v, t)),
+        ));
+    }
+    let version = |row: &UserRow| row.last_event_id.as_ref().map(|c| (c.value, c.written_at));
+    match (version(expected), version(actual)) {
+        (Some(want), Some(have)) if want != have => {
+            let kind = if !known_event(have.0) {
+                DriftKind::Ahead
+            } else if have.1 < want.1 {
+                DriftKind::Behind
+            } else {
+                DriftKind::OrphanChange
+            };
+            drifts.push(drift(
+                Some("last_event_id"),
+                kind,
+                Some(format!("{} @{}", want.0, want.1)),
+                Some(format!("{} @{}", have.0, have.1)),
+            ));
+        }
+        (Some(want), None) => drifts.push(drift(
+            Some("last_event_id"),
+            DriftKind::Behind,
+            Some(format!("{} @{}", want.0, want.1)),
+            None,
+        )),
+        _ => {}
+    }
+    drifts
+}
+
+/// The event that restates `expected` over a damaged `actual` row: needed when cells
+/// carry later write times than their events (or the row was deleted with a later
+/// tombstone), which re-projecting the log at the events' own times cannot beat.
+pub fn restatement(expected: &UserRow, actual: Option<&UserRow>) -> Option<UserEvent> {
+    let text = |column: Column| match expected.cell(column) {
+        Some((CellValue::Text(v), _)) => Some(v),
+        _ => None,
+    };
+    let was_text = |column: Column| match actual.and_then(|row| row.cell(column)) {
+        Some((CellValue::Text(v), _)) => Some(v),
+        _ => None,
+    };
+    let was_time = |column: Column| match actual.and_then(|row| row.cell(column)) {
+        Some((CellValue::Time(v), _)) => Some(v),
+        _ => None,
+    };
+    let change = |column: Column| -> Option<FieldChange<String>> {
+        Some(FieldChange {
+            from: was_text(column),
+            to: text(column)?,
+        })
+    };
+    Some(UserEvent::ProjectionRepaired(ProjectionRepaired {
+        email: change(Column::Email)?,
+        firstname: change(Column::Firstname)?,
+        lastname: change(Column::Lastname)?,
+        account_status: change(Column::AccountStatus)?,
+        created_date: FieldChange {
+            from: was_time(Column::CreatedDate),
+            to: expected.created_date.as_ref()?.value,
+        },
+        last_login_date: expected.last_login_date.as_ref().map(|cell| FieldChange {
+            from: was_time(Column::LastLoginDate),
+            to: cell.value,
+        }),
+    }))
+}
+
+/// Columns holding a cell that no event ever wrote: a restatement cannot remove them
+/// (it writes values, not absences), so repair deletes them at their own write time.
+pub fn cells_without_events(expected: &UserRow, actual: &UserRow) -> Vec<(Column, i64)> {
+    Column::ALL
+        .into_iter()
+        .filter(|c| expected.cell(*c).is_none())
+        .filter_map(|c| actual.cell(c).map(|(_, written_at)| (c, written_at)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{Actor, EventEnvelope, UserRegistered, event_id_at};
+    use crate::domain::projection::replay;
+    use crate::domain::user::Cell;
+
+    fn registered(user: Uuid) -> EventEnvelope {
+        EventEnvelope::new(
+            user,
+            event_id_at(1_000_000, 0, [2; 6]),
+            Actor::User(user),
+            None,
+            UserEvent::UserRegistered(UserRegistered {
+                email: "a@b.io".into(),
+                firstname: "Ann".into(),
+                lastname: "Lee".into(),
+                account_status: "viewer".into(),
+            }),
+        )
+    }
+
+    #[test]
+    fn clean_rows_have_no_drift() {
+        let user = Uuid::new_v4();
+        let row = replay(user, [&registered(user)]);
+        assert!(compare(user, Some(&row), Some(&row), |_| true).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_named() {
+        let user = Uuid::new_v4();
+        let event = registered(user);
+        let expected = replay(user, [&event]);
+        assert_eq!(
+            compare(user, Some(&expected), None, |_| true)[0].kind,
+            DriftKind::MissingRow
+        );
+        assert_eq!(
+            compare(user, None, Some(&expected), |_| true)[0].kind,
+            DriftKind::OrphanRow
+        );
+
+        let mut hacked = expected.clone();
+        hacked.firstname = Some(Cell {
+            value: "Hacked".into(),
+            written_at: 9_000_000,
+        });
+        let drifts = compare(user, Some(&expected), Some(&hacked), |_| true);
+        assert_eq!(drifts.len(), 1);
+        assert_eq!(
+            (drifts[0].column, drifts[0].kind),
+            (Some("firstname"), DriftKind::OrphanChange)
+        );
+
+        let mut same_time = expected.clone();
+        same_time.firstname.as_mut().unwrap().value = "Other".into();
+        assert_eq!(
+            compare(user, Some(&expected), Some(&same_time), |_| true)[0].kind,
+            DriftKind::WrongValue
+        );
+
+        let mut stale_version = expected.clone();
+        stale_version.last_event_id = Some(Cell {
+            value: Uuid::new_v4(),
+            written_at: 5,
+        });
+        let drifts = compare(user, Some(&expected), Some(&stale_version), |_| false);
+        assert_eq!(drifts[0].kind, DriftKind::Ahead);
+    }
+
+    #[test]
+    fn a_restatement_brings_back_every_expected_value() {
+        let user = Uuid::new_v4();
+        let expected = replay(user, [&registered(user)]);
+        let Some(UserEvent::ProjectionRepaired(repair)) = restatement(&expected, None) else {
+            panic!("expected a restatement")
+        };
+        assert_eq!(repair.firstname.to, "Ann");
+        assert_eq!(repair.firstname.from, None);
+        assert_eq!(repair.last_login_date, None);
+    }
+}
