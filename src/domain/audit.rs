@@ -58,39 +58,25 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
         )],
         UserEvent::ProjectionRepaired(e) => {
             let time = |at: &DateTime<Utc>| CellValue::Time(*at);
-            let mut fields = vec![
-                (
-                    Column::Email,
-                    e.email.from.as_ref().map(text),
-                    text(&e.email.to),
-                ),
-                (
-                    Column::Firstname,
-                    e.firstname.from.as_ref().map(text),
-                    text(&e.firstname.to),
-                ),
-                (
-                    Column::Lastname,
-                    e.lastname.from.as_ref().map(text),
-                    text(&e.lastname.to),
-                ),
-                (
-                    Column::AccountStatus,
-                    e.account_status.from.as_ref().map(text),
-                    text(&e.account_status.to),
-                ),
-                (
-                    Column::CreatedDate,
-                    e.created_date.from.as_ref().map(time),
-                    time(&e.created_date.to),
-                ),
+            let mut fields = Vec::new();
+            let texts = [
+                (Column::Email, &e.email),
+                (Column::Firstname, &e.firstname),
+                (Column::Lastname, &e.lastname),
+                (Column::AccountStatus, &e.account_status),
             ];
-            if let Some(login) = &e.last_login_date {
-                fields.push((
-                    Column::LastLoginDate,
-                    login.from.as_ref().map(time),
-                    time(&login.to),
-                ));
+            for (column, change) in texts {
+                if let Some(c) = change {
+                    fields.push((column, c.from.as_ref().map(text), text(&c.to)));
+                }
+            }
+            for (column, change) in [
+                (Column::CreatedDate, &e.created_date),
+                (Column::LastLoginDate, &e.last_login_date),
+            ] {
+                if let Some(c) = change {
+                    fields.push((column, c.from.as_ref().map(time), time(&c.to)));
+                }
             }
             fields
         }

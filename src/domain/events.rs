@@ -113,23 +113,28 @@ pub struct AccountStatusChanged {
 }
 
 /// Payload of `ProjectionRepaired`, recorded by `verify --repair` when re-projecting the
-/// log cannot fix a row because something outside the log wrote cells with later
-/// timestamps (or deleted the row). It re-asserts the state the log implies, at a write
-/// time later than the damage, so the log again explains every cell. `from` is what the
-/// table held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// log cannot fix some cells because something outside the log wrote them with later
+/// timestamps (or deleted the row). It restates just those columns with the values the
+/// log implies, at a write time later than the damage, so the log again explains every
+/// cell. `from` is what the table held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectionRepaired {
     /// Restated email.
-    pub email: FieldChange<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<FieldChange<String>>,
     /// Restated first name.
-    pub firstname: FieldChange<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firstname: Option<FieldChange<String>>,
     /// Restated last name.
-    pub lastname: FieldChange<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lastname: Option<FieldChange<String>>,
     /// Restated status.
-    pub account_status: FieldChange<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_status: Option<FieldChange<String>>,
     /// Restated registration time.
-    pub created_date: FieldChange<DateTime<Utc>>,
-    /// Restated last login, when the user ever logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date: Option<FieldChange<DateTime<Utc>>>,
+    /// Restated last login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login_date: Option<FieldChange<DateTime<Utc>>>,
 }

@@ -80,9 +80,11 @@ impl Projection {
     }
 }
 
-/// Every column set [`project`] can produce. Backends prepare one statement per set at
-/// start-up; a unit test keeps this list in step with [`project`].
-pub const COLUMN_SETS: [&[Column]; 7] = [
+/// The column sets backends prepare a statement for, at start-up: one per set the
+/// live path produces, plus every single column, so that any other set (a repair's)
+/// can be written as single-column writes of one partition. A unit test keeps this in
+/// step with [`project`].
+pub const COLUMN_SETS: [&[Column]; 8] = [
     &[
         Column::Email,
         Column::Firstname,
@@ -90,11 +92,12 @@ pub const COLUMN_SETS: [&[Column]; 7] = [
         Column::AccountStatus,
         Column::CreatedDate,
     ],
-    &Column::ALL,
+    &[Column::Firstname, Column::Lastname],
+    &[Column::Email],
     &[Column::Firstname],
     &[Column::Lastname],
-    &[Column::Firstname, Column::Lastname],
     &[Column::AccountStatus],
+    &[Column::CreatedDate],
     &[Column::LastLoginDate],
 ];
 
@@ -129,15 +132,25 @@ pub fn project(envelope: &EventEnvelope) -> Projection {
             vec![(Column::AccountStatus, text(&e.account_status.to))]
         }
         UserEvent::ProjectionRepaired(e) => {
-            let mut writes = vec![
-                (Column::Email, text(&e.email.to)),
-                (Column::Firstname, text(&e.firstname.to)),
-                (Column::Lastname, text(&e.lastname.to)),
-                (Column::AccountStatus, text(&e.account_status.to)),
-                (Column::CreatedDate, CellValue::Time(e.created_date.to)),
+            let mut writes = Vec::new();
+            let texts = [
+                (Column::Email, &e.email),
+                (Column::Firstname, &e.firstname),
+                (Column::Lastname, &e.lastname),
+                (Column::AccountStatus, &e.account_status),
             ];
-            if let Some(login) = &e.last_login_date {
-                writes.push((Column::LastLoginDate, CellValue::Time(login.to)));
+            for (column, change) in texts {
+                if let Some(change) = change {
+                    writes.push((column, text(&change.to)));
+                }
+            }
+            for (column, change) in [
+                (Column::CreatedDate, &e.created_date),
+                (Column::LastLoginDate, &e.last_login_date),
+            ] {
+                if let Some(change) = change {
+                    writes.push((column, CellValue::Time(change.to)));
+                }
             }
             writes
         }
@@ -308,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn every_projection_uses_a_prepared_column_set() {
+    fn every_live_projection_uses_a_prepared_column_set_and_every_column_has_its_own() {
         let user = Uuid::new_v4();
         let mut events = history(user);
         events.push(envelope(user, 7, rename(None, Some("x"))));
@@ -317,6 +330,12 @@ mod tests {
             assert!(
                 COLUMN_SETS.contains(&columns.as_slice()),
                 "{columns:?} is not in COLUMN_SETS"
+            );
+        }
+        for column in Column::ALL {
+            assert!(
+                COLUMN_SETS.contains(&[column].as_slice()),
+                "{column:?} alone"
             );
         }
     }

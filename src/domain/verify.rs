@@ -170,42 +170,49 @@ pub fn compare(
     drifts
 }
 
-/// The event that restates `expected` over a damaged `actual` row: needed when cells
-/// carry later write times than their events (or the row was deleted with a later
-/// tombstone), which re-projecting the log at the events' own times cannot beat.
+/// The event that restates, over a damaged `actual` row, the columns that still
+/// disagree with `expected` after re-projection: cells carrying later write times than
+/// their events (or shadowed by a later row tombstone), which re-projecting at the
+/// events' own times cannot beat. `None` when nothing needs restating.
 pub fn restatement(expected: &UserRow, actual: Option<&UserRow>) -> Option<UserEvent> {
-    let text = |column: Column| match expected.cell(column) {
-        Some((CellValue::Text(v), _)) => Some(v),
-        _ => None,
+    let differs = |column: Column| expected.cell(column) != actual.and_then(|row| row.cell(column));
+    let text_change = |column: Column| -> Option<FieldChange<String>> {
+        if !differs(column) {
+            return None;
+        }
+        let to = match expected.cell(column)? {
+            (CellValue::Text(v), _) => v,
+            _ => return None,
+        };
+        let from = match actual.and_then(|row| row.cell(column)) {
+            Some((CellValue::Text(v), _)) => Some(v),
+            _ => None,
+        };
+        Some(FieldChange { from, to })
     };
-    let was_text = |column: Column| match actual.and_then(|row| row.cell(column)) {
-        Some((CellValue::Text(v), _)) => Some(v),
-        _ => None,
+    let time_change = |column: Column| -> Option<FieldChange<chrono::DateTime<chrono::Utc>>> {
+        if !differs(column) {
+            return None;
+        }
+        let to = match expected.cell(column)? {
+            (CellValue::Time(v), _) => v,
+            _ => return None,
+        };
+        let from = match actual.and_then(|row| row.cell(column)) {
+            Some((CellValue::Time(v), _)) => Some(v),
+            _ => None,
+        };
+        Some(FieldChange { from, to })
     };
-    let was_time = |column: Column| match actual.and_then(|row| row.cell(column)) {
-        Some((CellValue::Time(v), _)) => Some(v),
-        _ => None,
+    let repair = ProjectionRepaired {
+        email: text_change(Column::Email),
+        firstname: text_change(Column::Firstname),
+        lastname: text_change(Column::Lastname),
+        account_status: text_change(Column::AccountStatus),
+        created_date: time_change(Column::CreatedDate),
+        last_login_date: time_change(Column::LastLoginDate),
     };
-    let change = |column: Column| -> Option<FieldChange<String>> {
-        Some(FieldChange {
-            from: was_text(column),
-            to: text(column)?,
-        })
-    };
-    Some(UserEvent::ProjectionRepaired(ProjectionRepaired {
-        email: change(Column::Email)?,
-        firstname: change(Column::Firstname)?,
-        lastname: change(Column::Lastname)?,
-        account_status: change(Column::AccountStatus)?,
-        created_date: FieldChange {
-            from: was_time(Column::CreatedDate),
-            to: expected.created_date.as_ref()?.value,
-        },
-        last_login_date: expected.last_login_date.as_ref().map(|cell| FieldChange {
-            from: was_time(Column::LastLoginDate),
-            to: cell.value,
-        }),
-    }))
+    (repair != ProjectionRepaired::default()).then_some(UserEvent::ProjectionRepaired(repair))
 }
 
 /// Columns holding a cell that no event ever wrote: a restatement cannot remove them
@@ -290,14 +297,33 @@ mod tests {
     }
 
     #[test]
-    fn a_restatement_brings_back_every_expected_value() {
+    fn a_restatement_covers_exactly_the_damaged_columns() {
         let user = Uuid::new_v4();
         let expected = replay(user, [&registered(user)]);
-        let Some(UserEvent::ProjectionRepaired(repair)) = restatement(&expected, None) else {
-            panic!("expected a restatement")
+        let Some(UserEvent::ProjectionRepaired(all)) = restatement(&expected, None) else {
+            panic!("a lost row is restated whole")
         };
-        assert_eq!(repair.firstname.to, "Ann");
-        assert_eq!(repair.firstname.from, None);
-        assert_eq!(repair.last_login_date, None);
+        assert_eq!(all.firstname.as_ref().unwrap().to, "Ann");
+        assert_eq!(all.firstname.as_ref().unwrap().from, None);
+        assert!(all.email.is_some() && all.created_date.is_some());
+        assert_eq!(all.last_login_date, None);
+
+        let mut hacked = expected.clone();
+        hacked.firstname = Some(Cell {
+            value: "Hacked".into(),
+            written_at: 9_000_000,
+        });
+        let Some(UserEvent::ProjectionRepaired(one)) = restatement(&expected, Some(&hacked)) else {
+            panic!("one column is restated")
+        };
+        assert_eq!(
+            one.firstname.as_ref().unwrap().from.as_deref(),
+            Some("Hacked")
+        );
+        assert_eq!(
+            (one.email, one.lastname, one.created_date),
+            (None, None, None)
+        );
+        assert_eq!(restatement(&expected, Some(&expected)), None);
     }
 }

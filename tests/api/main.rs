@@ -7,6 +7,7 @@ mod auth;
 mod concurrency;
 mod foundation;
 mod history;
+mod jobs;
 mod login;
 mod profiles;
 mod put_me;

@@ -11,7 +11,7 @@ use killrvideo_users::domain::events::{Actor, EventEnvelope, UserEvent};
 use killrvideo_users::startup::Application;
 use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
 use killrvideo_users::store::embedded::EmbeddedStore;
-use killrvideo_users::store::{EventPage, Precondition, SharedStore};
+use killrvideo_users::store::{EventPage, Precondition, SharedProjectionStore, SharedStore};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -120,6 +120,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The same store the server uses.
     pub store: SharedStore,
+    /// The same store, as the projection jobs see it.
+    pub jobs: SharedProjectionStore,
+    /// The Cassandra keyspace (unused on the embedded backend).
+    pub keyspace: String,
     /// Backend-specific access.
     pub raw: Raw,
     /// Token minting with the server's secret.
@@ -145,16 +149,50 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// [`spawn_app`] with a chosen Cassandra request timeout.
 pub async fn spawn_app_with_timeout(backend: Backend, request_timeout: Duration) -> TestApp {
-    let (store, raw, data_dir): (SharedStore, Raw, _) = match backend {
-        Backend::Embedded => {
+    let store = match backend {
+        Backend::Embedded => None,
+        Backend::Cassandra => Some(cassandra_store(request_timeout).await),
+    };
+    spawn_over(store, TEST_KEYSPACE).await
+}
+
+/// A server over a store of its own: on Cassandra a freshly migrated keyspace, for
+/// tests that scan or repair a whole table and must not see other tests' users.
+/// Call [`TestApp::drop_keyspace`] at the end.
+pub async fn spawn_isolated_app(backend: Backend) -> TestApp {
+    match backend {
+        Backend::Embedded => spawn_over(None, TEST_KEYSPACE).await,
+        Backend::Cassandra => {
+            let keyspace = format!("jobs_{}", Uuid::new_v4().simple());
+            let options = cassandra_options(&keyspace, TEST_REQUEST_TIMEOUT);
+            migrate::migrate(&options)
+                .await
+                .expect("migrate an isolated keyspace");
+            let store = CassandraStore::connect(&options).await.expect("connect");
+            spawn_over(Some(store), &keyspace).await
+        }
+    }
+}
+
+async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestApp {
+    let (store, jobs, raw, data_dir): (SharedStore, SharedProjectionStore, Raw, _) = match cassandra
+    {
+        None => {
             let dir = tempfile::tempdir().expect("temp dir");
             let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
-            (Arc::new(store.clone()), Raw::Embedded(store), Some(dir))
+            (
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                Raw::Embedded(store),
+                Some(dir),
+            )
         }
-        Backend::Cassandra => {
-            let store = cassandra_store(request_timeout).await;
-            (Arc::new(store.clone()), Raw::Cassandra(store), None)
-        }
+        Some(store) => (
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Raw::Cassandra(store),
+            None,
+        ),
     };
     let application = Application::with_store(
         "127.0.0.1:0".parse().expect("address"),
@@ -172,6 +210,8 @@ pub async fn spawn_app_with_timeout(backend: Backend, request_timeout: Duration)
             .build()
             .expect("client"),
         store,
+        jobs,
+        keyspace: keyspace.to_owned(),
         raw,
         jwt: JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
         _data_dir: data_dir,
@@ -308,7 +348,10 @@ impl TestApp {
                 store
                     .session()
                     .query_unpaged(
-                        format!("UPDATE {TEST_KEYSPACE}.user_credentials SET account_locked = true WHERE email = ?"),
+                        format!(
+                            "UPDATE {}.user_credentials SET account_locked = true WHERE email = ?",
+                            self.keyspace
+                        ),
                         (key,),
                     )
                     .await
@@ -334,7 +377,7 @@ impl TestApp {
             Raw::Cassandra(_) => {
                 command
                     .env("KILLRVIDEO_STORE", "cassandra")
-                    .env("KILLRVIDEO_CASSANDRA_KEYSPACE", TEST_KEYSPACE)
+                    .env("KILLRVIDEO_CASSANDRA_KEYSPACE", &self.keyspace)
                     .env(
                         "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
                         cassandra_contact_points().join(","),
@@ -374,6 +417,34 @@ impl TestApp {
             .to_str()
             .expect("etag")
             .to_owned()
+    }
+
+    /// Runs a statement directly on the backend, bypassing the service: CQL on
+    /// Cassandra (`{ks}` is replaced by the keyspace), SQL on SQLite.
+    pub async fn raw_statement(&self, cql: &str, sql: &str) {
+        match &self.raw {
+            Raw::Embedded(store) => {
+                let connection = rusqlite::Connection::open(store.path()).expect("open sqlite");
+                connection.execute_batch(sql).expect("raw SQL");
+            }
+            Raw::Cassandra(store) => {
+                store
+                    .session()
+                    .query_unpaged(cql.replace("{ks}", &self.keyspace), ())
+                    .await
+                    .expect("raw CQL");
+            }
+        }
+    }
+
+    /// Drops an isolated test keyspace (no-op on SQLite, whose directory is temporary).
+    pub async fn drop_keyspace(&self) {
+        if let Raw::Cassandra(store) = &self.raw
+            && self.keyspace != TEST_KEYSPACE
+        {
+            let drop = format!("DROP KEYSPACE IF EXISTS {}", self.keyspace);
+            let _ = store.session().query_unpaged(drop, ()).await;
+        }
     }
 
     /// A token for any subject, signed with the server's secret.

@@ -3,7 +3,7 @@
 
 use super::{
     CassandraStore, EVENT_COLUMNS, EventRow, USER_CELLS, UserCells, classify, internal,
-    projection_cql, projection_values, qualify,
+    projection_cql, qualify,
 };
 use crate::domain::projection::{COLUMN_SETS, Column};
 use crate::domain::{EventEnvelope, UserRow};
@@ -186,16 +186,7 @@ impl ProjectionStore for CassandraStore {
 
     async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError> {
         let statements = self.table_statements(table)?;
-        let (columns, values) = projection_values(event);
-        let statement = statements
-            .project
-            .get(&columns)
-            .ok_or_else(|| internal(format!("no prepared projection for {columns:?}")))?;
-        self.session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.write_projection(&statements.project, event).await
     }
 
     async fn delete_row(&self, table: &str, user_id: Uuid, at: i64) -> Result<(), StoreError> {

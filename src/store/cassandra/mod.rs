@@ -194,21 +194,48 @@ fn time_value(at: DateTime<Utc>) -> CqlValue {
 /// Bind values; `None` binds CQL null.
 type BoundValues = Vec<Option<CqlValue>>;
 
-fn projection_values(envelope: &EventEnvelope) -> (Vec<Column>, BoundValues) {
-    let projection = project(envelope);
-    let mut values = Vec::with_capacity(projection.writes.len() + 3);
-    values.push(Some(CqlValue::BigInt(projection.write_time)));
-    for (_, value) in &projection.writes {
-        values.push(Some(match value {
-            CellValue::Text(text) => CqlValue::Text(text.clone()),
-            CellValue::Time(at) => time_value(*at),
-        }));
+fn cell_value(value: &CellValue) -> CqlValue {
+    match value {
+        CellValue::Text(text) => CqlValue::Text(text.clone()),
+        CellValue::Time(at) => time_value(*at),
     }
-    values.push(Some(CqlValue::Timeuuid(CqlTimeuuid::from(
-        projection.event_id,
-    ))));
-    values.push(Some(CqlValue::Uuid(projection.user_id)));
-    (projection.columns(), values)
+}
+
+/// Prepared projection statements of one table, keyed by column set.
+type ProjectionStatements = HashMap<Vec<Column>, PreparedStatement>;
+
+/// The statements and bound values that write an event's projection: one statement
+/// when its column set is prepared (every set the live path produces), otherwise one
+/// single-column statement per column (a repair's arbitrary set), to be sent as one
+/// batch on one partition.
+fn projection_writes<'a>(
+    statements: &'a ProjectionStatements,
+    envelope: &EventEnvelope,
+) -> Result<Vec<(&'a PreparedStatement, BoundValues)>, StoreError> {
+    let projection = project(envelope);
+    let bind = |writes: &[(Column, CellValue)]| -> BoundValues {
+        let mut values = Vec::with_capacity(writes.len() + 3);
+        values.push(Some(CqlValue::BigInt(projection.write_time)));
+        values.extend(writes.iter().map(|(_, value)| Some(cell_value(value))));
+        values.push(Some(CqlValue::Timeuuid(CqlTimeuuid::from(
+            projection.event_id,
+        ))));
+        values.push(Some(CqlValue::Uuid(projection.user_id)));
+        values
+    };
+    let lookup = |columns: &[Column]| {
+        statements
+            .get(columns)
+            .ok_or_else(|| internal(format!("no prepared projection for {columns:?}")))
+    };
+    if let Some(statement) = statements.get(&projection.columns()) {
+        return Ok(vec![(statement, bind(&projection.writes))]);
+    }
+    projection
+        .writes
+        .iter()
+        .map(|write| Ok((lookup(&[write.0])?, bind(std::slice::from_ref(write)))))
+        .collect()
 }
 
 fn projection_cql(table: &str, columns: &[Column]) -> String {
@@ -332,9 +359,10 @@ impl CassandraStore {
 
     async fn write_batch(
         &self,
+        kind: BatchType,
         statements: Vec<(&PreparedStatement, BoundValues)>,
     ) -> Result<(), StoreError> {
-        let mut batch = Batch::new(BatchType::Logged);
+        let mut batch = Batch::new(kind);
         let mut values = Vec::with_capacity(statements.len());
         for (statement, bound) in statements {
             batch.append_statement(statement.clone());
@@ -358,37 +386,42 @@ impl CassandraStore {
         ]
     }
 
-    fn projection_statement(&self, columns: &[Column]) -> Result<&PreparedStatement, StoreError> {
-        self.statements
-            .project
-            .get(columns)
-            .ok_or_else(|| internal(format!("no prepared projection for {columns:?}")))
-    }
-
     /// The plain write: event and projection in one logged batch.
     async fn append_plain(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        let (columns, projection) = projection_values(envelope);
-        let project = self.projection_statement(&columns)?;
-        self.write_batch(vec![
-            (
-                &self.statements.insert_event,
-                Self::insert_event_values(envelope),
-            ),
-            (project, projection),
-        ])
-        .await
+        let mut writes = vec![(
+            &self.statements.insert_event,
+            Self::insert_event_values(envelope),
+        )];
+        writes.extend(projection_writes(&self.statements.project, envelope)?);
+        self.write_batch(BatchType::Logged, writes).await
     }
 
     /// Projects an already logged event (the second step of a version-checked write, and
-    /// the repair job).
+    /// the catch-up).
     pub async fn project_event(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        let (columns, projection) = projection_values(envelope);
-        let statement = self.projection_statement(&columns)?;
-        self.session
-            .execute_unpaged(statement, projection)
+        self.write_projection(&self.statements.project, envelope)
             .await
-            .map_err(classify)?;
-        Ok(())
+    }
+
+    /// Writes an event's projection with the given table's statements.
+    async fn write_projection(
+        &self,
+        statements: &ProjectionStatements,
+        envelope: &EventEnvelope,
+    ) -> Result<(), StoreError> {
+        let mut writes = projection_writes(statements, envelope)?;
+        if writes.len() == 1 {
+            let (statement, values) = writes.remove(0);
+            self.session
+                .execute_unpaged(statement, values)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        } else {
+            // Several single-column writes of one partition: an unlogged batch is one
+            // mutation, applied atomically.
+            self.write_batch(BatchType::Unlogged, writes).await
+        }
     }
 }
 
