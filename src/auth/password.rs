@@ -11,6 +11,10 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Passwords {
     decoy_hash: Arc<str>,
+    /// argon2id takes 19 MiB and tens of milliseconds per hash: at most one per core
+    /// runs at once, so a burst of logins queues instead of exhausting memory and
+    /// starving every other request of CPU.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// A hashing failure (not a mismatch): an internal error.
@@ -40,13 +44,20 @@ impl Passwords {
     /// Prepares the decoy hash (one argon2 run at start-up).
     pub fn new() -> Result<Self, HashError> {
         let decoy: [u8; 16] = rand::random();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             decoy_hash: hash_blocking(&format!("{decoy:?}"))?.into(),
+            permits: Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 
     /// Hashes a new password (argon2id, default parameters, random salt).
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|err| HashError(err.to_string()))?;
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
             .map_err(|err| HashError(err.to_string()))?
@@ -58,6 +69,9 @@ impl Passwords {
     pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
         let decoy = stored.is_none();
         let phc = stored.unwrap_or_else(|| self.decoy_hash.to_string());
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
         let matched = tokio::task::spawn_blocking(move || verify_blocking(&password, &phc))
             .await
             .unwrap_or(false);

@@ -1,0 +1,701 @@
+//! `loadgen`: the instrument behind docs/performance.md.
+//!
+//! - `loadgen http`: creates and logs in N users on a running service, then drives
+//!   `PUT /api/v1/users/me` (with a configurable share of GETs and of `If-Match`
+//!   updates, over few hot users or many) at a fixed concurrency or a fixed arrival
+//!   rate, and reports throughput, HDR latency percentiles and statuses as JSON.
+//! - `loadgen floor`: the same load with no HTTP and no service: exactly the store calls
+//!   one PUT costs (auth read, event append + projection, refetch), through the same
+//!   library, against the same database. Service / floor is the overhead figure.
+//! - `loadgen seed`: appends events straight into a store, for the rebuild benchmark.
+
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use killrvideo_users::clock::EventClock;
+use killrvideo_users::config::StoreArgs;
+use killrvideo_users::domain::events::{
+    Actor, EventEnvelope, FieldChange, ProfileUpdated, UserEvent, UserRegistered,
+};
+use killrvideo_users::startup::open_store;
+use killrvideo_users::store::{Credentials, Precondition, SharedProjectionStore};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator and driver floor for killrvideo-users"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive a running service over HTTP.
+    Http(HttpArgs),
+    /// Run the store calls of one PUT directly, without HTTP.
+    Floor(FloorArgs),
+    /// Append events straight into a store (for the rebuild benchmark).
+    Seed(SeedArgs),
+}
+
+/// The shape of the load, shared by `http` and `floor`.
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Name of the scenario in the output.
+    #[arg(long, default_value = "scenario")]
+    label: String,
+    /// Users to create.
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Requests go to the first `hot_users` users only (contention); default all.
+    #[arg(long)]
+    hot_users: Option<usize>,
+    /// Concurrent clients (closed loop).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Fixed arrival rate in requests/s (open loop) instead of fixed concurrency.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Measured duration.
+    #[arg(long, default_value = "30s")]
+    duration: humantime::Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, default_value = "5s")]
+    warmup: humantime::Duration,
+    /// Share of GET /me among requests (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    get_share: f64,
+    /// Share of PUTs sent with If-Match (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    if_match_share: f64,
+    /// Write the JSON result here too.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct HttpArgs {
+    /// Service base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
+struct FloorArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Users to create.
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Profile updates per user (plus its registration).
+    #[arg(long, default_value_t = 99)]
+    events_per_user: usize,
+    /// Appends in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+/// What one measured run produced.
+#[derive(Serialize)]
+struct Report {
+    label: String,
+    mode: &'static str,
+    concurrency: usize,
+    rate: Option<u64>,
+    users: usize,
+    hot_users: usize,
+    get_share: f64,
+    if_match_share: f64,
+    duration_s: f64,
+    requests: u64,
+    throughput_rps: f64,
+    latency_ms: BTreeMap<&'static str, f64>,
+    statuses: BTreeMap<String, u64>,
+    errors: u64,
+}
+
+/// One operation's outcome: a status (HTTP status, or `ok`/`conflict`/an error name for
+/// the floor) and whether it counts as an error.
+struct Outcome {
+    status: String,
+    error: bool,
+}
+
+/// Collects latencies and statuses across workers.
+struct Recorder {
+    histogram: std::sync::Mutex<Histogram<u64>>,
+    statuses: std::sync::Mutex<BTreeMap<String, u64>>,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Recorder {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            histogram: std::sync::Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            ),
+            statuses: std::sync::Mutex::default(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    fn record(&self, latency: Duration, outcome: Outcome) {
+        let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        if let Ok(mut h) = self.histogram.lock() {
+            let _ = h.record(micros);
+        }
+        if let Ok(mut s) = self.statuses.lock() {
+            *s.entry(outcome.status).or_default() += 1;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if outcome.error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn report(&self, load: &LoadArgs, mode: &'static str, elapsed: Duration, hot: usize) -> Report {
+        let histogram = self
+            .histogram
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let mut latency = BTreeMap::new();
+        latency.insert("p50", ms(histogram.value_at_quantile(0.50)));
+        latency.insert("p90", ms(histogram.value_at_quantile(0.90)));
+        latency.insert("p99", ms(histogram.value_at_quantile(0.99)));
+        latency.insert("p99.9", ms(histogram.value_at_quantile(0.999)));
+        latency.insert("max", ms(histogram.max()));
+        latency.insert("mean", histogram.mean() / 1000.0);
+        let requests = self.requests.load(Ordering::Relaxed);
+        Report {
+            label: load.label.clone(),
+            mode,
+            concurrency: load.concurrency,
+            rate: load.rate,
+            users: load.users,
+            hot_users: hot,
+            get_share: load.get_share,
+            if_match_share: load.if_match_share,
+            duration_s: elapsed.as_secs_f64(),
+            requests,
+            throughput_rps: requests as f64 / elapsed.as_secs_f64().max(1e-9),
+            latency_ms: latency,
+            statuses: self.statuses.lock().map(|s| s.clone()).unwrap_or_default(),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A source of work: one call performs one request for user `index`.
+trait Target: Send + Sync + 'static {
+    fn call(
+        self: Arc<Self>,
+        index: usize,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Outcome> + Send;
+}
+
+/// Runs `target` under the load shape: warm-up, then the measured period.
+async fn drive<T: Target>(
+    target: Arc<T>,
+    load: &LoadArgs,
+    hot: usize,
+) -> (Arc<Recorder>, Duration) {
+    let recorder = Recorder::new();
+    let warmup = Duration::from(load.warmup);
+    let measured = Duration::from(load.duration);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + measured;
+    let seq = Arc::new(AtomicU64::new(0));
+    match load.rate {
+        None => {
+            let workers = (0..load.concurrency).map(|_| {
+                let (target, recorder, seq) =
+                    (Arc::clone(&target), Arc::clone(&recorder), Arc::clone(&seq));
+                tokio::spawn(async move {
+                    while Instant::now() < stop_at {
+                        let n = seq.fetch_add(1, Ordering::Relaxed);
+                        let user = pick_user(n, hot);
+                        let begin = Instant::now();
+                        let outcome = Arc::clone(&target).call(user, n).await;
+                        if begin >= measure_from && begin < stop_at {
+                            recorder.record(begin.elapsed(), outcome);
+                        }
+                    }
+                })
+            });
+            futures::future::join_all(workers).await;
+        }
+        Some(rate) => {
+            // Open loop: requests are issued on schedule whatever the latency, and each
+            // is timed from when it was due (no coordinated omission).
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(load.concurrency.max(1) * 64));
+            let mut due = Instant::now();
+            let mut tasks = Vec::new();
+            while due < stop_at {
+                tokio::time::sleep_until(due.into()).await;
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let (target, recorder) = (Arc::clone(&target), Arc::clone(&recorder));
+                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                    if due >= measure_from {
+                        recorder.record(
+                            Duration::ZERO,
+                            Outcome {
+                                status: "dropped".into(),
+                                error: true,
+                            },
+                        );
+                    }
+                    due += interval;
+                    continue;
+                };
+                let scheduled = due;
+                tasks.push(tokio::spawn(async move {
+                    let outcome = target.call(pick_user(n, hot), n).await;
+                    if scheduled >= measure_from {
+                        recorder.record(scheduled.elapsed(), outcome);
+                    }
+                    drop(permit);
+                }));
+                due += interval;
+            }
+            futures::future::join_all(tasks).await;
+        }
+    }
+    (recorder, measured)
+}
+
+/// Spreads requests over the hot users.
+fn pick_user(n: u64, hot: usize) -> usize {
+    // A multiplicative hash spreads consecutive sequence numbers.
+    ((n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) % hot.max(1) as u64) as usize
+}
+
+/// Deterministic draw in [0, 1) for request `n` and a salt.
+fn draw(n: u64, salt: u64) -> f64 {
+    let x = (n ^ salt)
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        .rotate_left(31)
+        .wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+// ----- HTTP -----
+
+struct HttpTarget {
+    client: reqwest::Client,
+    url: String,
+    tokens: Vec<String>,
+    get_share: f64,
+    if_match_share: f64,
+}
+
+impl HttpTarget {
+    async fn status_of(
+        result: Result<reqwest::Response, reqwest::Error>,
+    ) -> (Outcome, Option<String>) {
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let _ = response.bytes().await;
+                // 412 is the expected answer to a lost version race, not an error.
+                let error =
+                    !(status.is_success() || status == reqwest::StatusCode::PRECONDITION_FAILED);
+                (
+                    Outcome {
+                        status: status.as_u16().to_string(),
+                        error,
+                    },
+                    etag,
+                )
+            }
+            Err(err) => {
+                let kind = if err.is_timeout() {
+                    "timeout"
+                } else if err.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
+                (
+                    Outcome {
+                        status: kind.into(),
+                        error: true,
+                    },
+                    None,
+                )
+            }
+        }
+    }
+}
+
+impl Target for HttpTarget {
+    async fn call(self: Arc<Self>, index: usize, seq: u64) -> Outcome {
+        let token = &self.tokens[index];
+        let me = format!("{}/api/v1/users/me", self.url);
+        if draw(seq, 1) < self.get_share {
+            return Self::status_of(self.client.get(&me).bearer_auth(token).send().await)
+                .await
+                .0;
+        }
+        let body =
+            json!({"firstname": format!("F{}", seq % 1000), "lastname": format!("L{}", seq % 997)});
+        let mut request = self.client.put(&me).bearer_auth(token).json(&body);
+        if draw(seq, 2) < self.if_match_share {
+            // Read the version first, as a client doing read-modify-write would.
+            let (outcome, etag) =
+                Self::status_of(self.client.get(&me).bearer_auth(token).send().await).await;
+            match etag {
+                Some(etag) => request = request.header("if-match", etag),
+                None => return outcome,
+            }
+        }
+        Self::status_of(request.send().await).await.0
+    }
+}
+
+async fn http(args: HttpArgs) -> Result<Report, String> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.load.concurrency * 2)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = args.url.trim_end_matches('/').to_owned();
+    eprintln!("loadgen: creating and logging in {} users", args.load.users);
+    let run = Uuid::new_v4().simple().to_string();
+    let setup = futures::stream::iter(0..args.load.users)
+        .map(|i| {
+            let (client, url, run) = (client.clone(), url.clone(), run.clone());
+            async move {
+                let email = format!("load-{run}-{i}@example.com");
+                let password = "load-test-password";
+                let registered = client
+                    .post(format!("{url}/api/v1/users/register"))
+                    .json(&json!({"email": email, "password": password, "firstname": "Load", "lastname": "Test"}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !registered.status().is_success() {
+                    return Err(format!("register: {}", registered.status()));
+                }
+                let login: Value = client
+                    .post(format!("{url}/api/v1/users/login"))
+                    .json(&json!({"email": email, "password": password}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                login["token"].as_str().map(str::to_owned).ok_or_else(|| format!("login: {login}"))
+            }
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let tokens = setup.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let hot = args
+        .load
+        .hot_users
+        .unwrap_or(tokens.len())
+        .clamp(1, tokens.len());
+    let target = Arc::new(HttpTarget {
+        client,
+        url,
+        tokens,
+        get_share: args.load.get_share,
+        if_match_share: args.load.if_match_share,
+    });
+    eprintln!(
+        "loadgen: driving for {} after {} warm-up",
+        args.load.duration, args.load.warmup
+    );
+    let (recorder, elapsed) = drive(target, &args.load, hot).await;
+    Ok(recorder.report(&args.load, "http", elapsed, hot))
+}
+
+// ----- floor -----
+
+struct FloorTarget {
+    store: SharedProjectionStore,
+    users: Vec<Uuid>,
+    clock: EventClock,
+    get_share: f64,
+    if_match_share: f64,
+}
+
+fn store_outcome(result: Result<(), killrvideo_users::store::StoreError>) -> Outcome {
+    use killrvideo_users::store::StoreError;
+    match result {
+        Ok(()) => Outcome {
+            status: "ok".into(),
+            error: false,
+        },
+        Err(StoreError::Conflict(_)) => Outcome {
+            status: "conflict".into(),
+            error: false,
+        },
+        Err(StoreError::Unavailable(_)) => Outcome {
+            status: "unavailable".into(),
+            error: true,
+        },
+        Err(_) => Outcome {
+            status: "error".into(),
+            error: true,
+        },
+    }
+}
+
+impl Target for FloorTarget {
+    async fn call(self: Arc<Self>, index: usize, seq: u64) -> Outcome {
+        let user_id = self.users[index];
+        let result = async {
+            // 1. The auth read.
+            let row = self.store.find_user(user_id).await?.ok_or_else(|| {
+                killrvideo_users::store::StoreError::Internal("seeded user missing".into())
+            })?;
+            if draw(seq, 1) < self.get_share {
+                return Ok(());
+            }
+            // 2. The event append and the projection.
+            let event = UserEvent::ProfileUpdated(ProfileUpdated {
+                firstname: Some(FieldChange {
+                    from: row.firstname().map(str::to_owned),
+                    to: format!("F{}", seq % 1000),
+                }),
+                lastname: Some(FieldChange {
+                    from: row.lastname().map(str::to_owned),
+                    to: format!("L{}", seq % 997),
+                }),
+            });
+            let envelope = EventEnvelope::new(
+                user_id,
+                self.clock.next_event_id(),
+                Actor::User(user_id),
+                None,
+                event,
+            );
+            let precondition = match row.version() {
+                Some(version) if draw(seq, 2) < self.if_match_share => {
+                    Precondition::LatestEvent(version)
+                }
+                _ => Precondition::None,
+            };
+            self.store.append(&envelope, precondition).await?;
+            // 3. The refetch.
+            self.store.find_user(user_id).await?;
+            Ok(())
+        }
+        .await;
+        store_outcome(result)
+    }
+}
+
+/// Registers users directly in the store (no argon2: the floor never logs in).
+async fn seed_users(
+    store: &SharedProjectionStore,
+    count: usize,
+    concurrency: usize,
+) -> Result<Vec<Uuid>, String> {
+    let clock = EventClock::new();
+    let run = Uuid::new_v4().simple().to_string();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (store, clock, run) = (store, &clock, &run);
+            async move {
+                let user_id = Uuid::new_v4();
+                let email = format!("floor-{run}-{i}@example.com");
+                let credentials = Credentials {
+                    email_key: email.clone(),
+                    password_hash: "not-a-hash".into(),
+                    user_id,
+                    account_locked: false,
+                };
+                let event = UserEvent::UserRegistered(UserRegistered {
+                    email,
+                    firstname: "Floor".into(),
+                    lastname: "Test".into(),
+                    account_status: "viewer".into(),
+                });
+                let envelope = EventEnvelope::new(
+                    user_id,
+                    clock.next_event_id(),
+                    Actor::User(user_id),
+                    None,
+                    event,
+                );
+                store
+                    .register(&credentials, &envelope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(user_id)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn floor(args: FloorArgs) -> Result<Report, String> {
+    let settings = args.store.settings().map_err(|e| e.to_string())?;
+    let store = open_store(&settings).await.map_err(|e| e.to_string())?;
+    eprintln!("loadgen: seeding {} users in the store", args.load.users);
+    let users = seed_users(&store, args.load.users, 16).await?;
+    let hot = args
+        .load
+        .hot_users
+        .unwrap_or(users.len())
+        .clamp(1, users.len());
+    let target = Arc::new(FloorTarget {
+        store,
+        users,
+        clock: EventClock::new(),
+        get_share: args.load.get_share,
+        if_match_share: args.load.if_match_share,
+    });
+    let (recorder, elapsed) = drive(target, &args.load, hot).await;
+    Ok(recorder.report(&args.load, "floor", elapsed, hot))
+}
+
+// ----- seed -----
+
+async fn seed(args: SeedArgs) -> Result<Value, String> {
+    let settings = args.store.settings().map_err(|e| e.to_string())?;
+    let store = open_store(&settings).await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let users = seed_users(&store, args.users, args.concurrency).await?;
+    let clock = EventClock::new();
+    let appended = AtomicU64::new(users.len() as u64);
+    let total = args.users * (args.events_per_user + 1);
+    let last_report = std::sync::Mutex::new(Instant::now());
+    futures::stream::iter(
+        users
+            .iter()
+            .flat_map(|u| (0..args.events_per_user).map(move |i| (*u, i))),
+    )
+    .map(|(user_id, i)| {
+        let (store, clock, appended, last_report) = (&store, &clock, &appended, &last_report);
+        async move {
+            let event = UserEvent::ProfileUpdated(ProfileUpdated {
+                firstname: (i % 2 == 0).then(|| FieldChange {
+                    from: None,
+                    to: format!("F{i}"),
+                }),
+                lastname: (i % 2 == 1).then(|| FieldChange {
+                    from: None,
+                    to: format!("L{i}"),
+                }),
+            });
+            let envelope = EventEnvelope::new(
+                user_id,
+                clock.next_event_id(),
+                Actor::User(user_id),
+                None,
+                event,
+            );
+            store
+                .append(&envelope, Precondition::None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = appended.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Ok(mut last) = last_report.lock()
+                && last.elapsed() > Duration::from_secs(10)
+            {
+                *last = Instant::now();
+                eprintln!("loadgen: seeded {done}/{total} events");
+            }
+            Ok::<_, String>(())
+        }
+    })
+    .buffer_unordered(args.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<Vec<()>, String>>()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(
+        json!({"users": args.users, "events": total, "seconds": elapsed, "events_per_second": total as f64 / elapsed}),
+    )
+}
+
+use futures::StreamExt;
+
+fn emit(value: &Value, out: Option<&std::path::Path>) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(path) = out {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    killrvideo_users::telemetry::init(killrvideo_users::config::LogFormat::Pretty);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Http(args) => {
+                let out = args.load.out.clone();
+                let report = http(args).await?;
+                emit(
+                    &serde_json::to_value(report).map_err(|e| e.to_string())?,
+                    out.as_deref(),
+                )
+            }
+            Command::Floor(args) => {
+                let out = args.load.out.clone();
+                let report = floor(args).await?;
+                emit(
+                    &serde_json::to_value(report).map_err(|e| e.to_string())?,
+                    out.as_deref(),
+                )
+            }
+            Command::Seed(args) => emit(&seed(args).await?, None),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
