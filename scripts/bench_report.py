@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Renders scripts/bench results into docs/performance.md (between the GENERATED
+markers, keeping the hand-written sections) and a latency plot."""
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+results_dir, page, plot, command = sys.argv[1:5]
+
+
+def load(name):
+    path = os.path.join(results_dir, name + ".json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return "?"
+
+
+runs = {os.path.basename(p)[:-5]: json.load(open(p)) for p in glob.glob(os.path.join(results_dir, "*.json"))
+        if not os.path.basename(p).startswith("seed-")}
+order = ["embedded-put-c32", "embedded-put-half-peak", "embedded-mixed-contended", "embedded-floor-c32",
+         "cassandra-put-c32", "cassandra-put-half-peak", "cassandra-mixed-contended", "cassandra-floor-c32"]
+order = [name for name in order if name in runs]
+
+lines = []
+lines.append("## Machine and versions\n")
+lines.append(f"- CPU: {sh('nproc')} cores, {sh(\"grep -m1 'model name' /proc/cpuinfo | cut -d: -f2\").strip()}")
+lines.append(f"- Memory: {sh(\"free -g | awk '/Mem:/{print $2}'\")} GiB; kernel {platform.release()}")
+lines.append(f"- {sh('rustc --version')}; Java: {sh('java -version 2>&1 | head -1')}")
+lines.append("- Apache Cassandra 5.0.8 (scripts/cassandra, 1 GiB heap) on the same machine as the service and the load generator")
+lines.append(f"- Reproduce: `{command}` (this page's generated part and the plot are rewritten)\n")
+
+lines.append("## Results\n")
+lines.append("| scenario | mode | clients / rate | throughput (req/s) | p50 ms | p90 ms | p99 ms | p99.9 ms | statuses | errors |")
+lines.append("|---|---|---|---|---|---|---|---|---|---|")
+for name in order:
+    r = runs[name]
+    load_shape = f"{r['rate']} req/s" if r.get("rate") else f"{r['concurrency']} clients"
+    lat = r["latency_ms"]
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+    lines.append(f"| {name} | {r['mode']} | {load_shape} | {r['throughput_rps']:.0f} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
+                 f"{lat['p99']:.2f} | {lat['p99.9']:.2f} | {statuses} | {r['errors']} |")
+lines.append("")
+lines.append("Scenarios: `put-c32` is PUT /me with new names from 32 closed-loop clients over 200 users; "
+             "`put-half-peak` is an open-loop arrival rate of half the `put-c32` throughput (latency measured "
+             "from each request's due time); `mixed-contended` is 20% GET, 10% If-Match PUT (each preceded by "
+             "a GET for the ETag), over 10 hot users (412s are expected, not errors); `floor-c32` runs the same "
+             "store calls as one PUT (auth read, append + projection, refetch) in-process with no HTTP.\n")
+
+service, floor = runs.get("cassandra-put-c32"), runs.get("cassandra-floor-c32")
+targets = []
+if service and floor:
+    ratio = service["throughput_rps"] / floor["throughput_rps"]
+    targets.append(("PUT throughput at 32 clients vs the driver floor", ">= 85%", f"{ratio:.0%} ({service['throughput_rps']:.0f} / {floor['throughput_rps']:.0f})", ratio >= 0.85))
+half = runs.get("cassandra-put-half-peak")
+if half:
+    targets.append(("Cassandra p99 at half of peak", "<= 20 ms", f"{half['latency_ms']['p99']:.1f} ms", half["latency_ms"]["p99"] <= 20))
+emb = runs.get("embedded-put-c32")
+if emb:
+    targets.append(("embedded PUT throughput", ">= 15,000/s", f"{emb['throughput_rps']:.0f}/s", emb["throughput_rps"] >= 15000))
+    targets.append(("embedded PUT p99 (32 clients)", "<= 5 ms", f"{emb['latency_ms']['p99']:.1f} ms", emb["latency_ms"]["p99"] <= 5))
+total_errors = sum(r["errors"] for r in runs.values())
+targets.append(("error responses", "none", str(total_errors), total_errors == 0))
+lines.append("## Targets\n")
+lines.append("| measure | target | measured | met |")
+lines.append("|---|---|---|---|")
+for measure, target, measured, met in targets:
+    lines.append(f"| {measure} | {target} | {measured} | {'yes' if met else '**no**'} |")
+lines.append("")
+
+rebuilds = []
+for backend in ["embedded", "cassandra"]:
+    path = os.path.join(results_dir, f"rebuild-{backend}.txt")
+    if os.path.exists(path):
+        text = open(path).read()
+        m = re.search(r"(\d+) events from (\d+) ranges in ([\d.]+)s \((\d+) events/s\)", text)
+        if m:
+            rebuilds.append((backend, int(m.group(1)), float(m.group(3)), int(m.group(4))))
+if rebuilds:
+    lines.append("## Rebuild throughput\n")
+    lines.append("`rebuild --into users_bench --parallel 4` over a log seeded by `loadgen seed` "
+                 "(registrations plus profile updates):\n")
+    lines.append("| backend | events | seconds | events/s |")
+    lines.append("|---|---|---|---|")
+    for backend, events, secs, rate in rebuilds:
+        lines.append(f"| {backend} | {events:,} | {secs:.1f} | {rate:,} |")
+    lines.append("")
+
+lines.append(f"![latency percentiles]({os.path.basename(plot)})\n")
+
+generated = "\n".join(lines)
+text = open(page).read() if os.path.exists(page) else "<!-- BEGIN GENERATED -->\n<!-- END GENERATED -->\n"
+text = re.sub(r"<!-- BEGIN GENERATED -->.*<!-- END GENERATED -->",
+              lambda _: "<!-- BEGIN GENERATED -->\n" + generated + "\n<!-- END GENERATED -->", text, flags=re.S)
+open(page, "w").write(text)
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+quantiles = ["p50", "p90", "p99", "p99.9"]
+fig, ax = plt.subplots(figsize=(9, 5))
+for name in order:
+    ax.plot(quantiles, [runs[name]["latency_ms"][q] for q in quantiles], marker="o", label=name)
+ax.set_yscale("log")
+ax.set_ylabel("latency (ms, log scale)")
+ax.set_title("killrvideo-users: latency percentiles per scenario")
+ax.grid(True, which="both", alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(plot, dpi=110)
