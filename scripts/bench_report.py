@@ -32,8 +32,10 @@ order = [name for name in order if name in runs]
 
 lines = []
 lines.append("## Machine and versions\n")
-lines.append(f"- CPU: {sh('nproc')} cores, {sh(\"grep -m1 'model name' /proc/cpuinfo | cut -d: -f2\").strip()}")
-lines.append(f"- Memory: {sh(\"free -g | awk '/Mem:/{print $2}'\")} GiB; kernel {platform.release()}")
+cpu_model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+memory = sh("free -g | awk '/Mem:/{print $2}'")
+lines.append(f"- CPU: {sh('nproc')} cores, {cpu_model}")
+lines.append(f"- Memory: {memory} GiB; kernel {platform.release()}")
 lines.append(f"- {sh('rustc --version')}; Java: {sh('java -version 2>&1 | head -1')}")
 lines.append("- Apache Cassandra 5.0.8 (scripts/cassandra, 1 GiB heap) on the same machine as the service and the load generator")
 lines.append(f"- Reproduce: `{command}` (this page's generated part and the plot are rewritten)\n")
