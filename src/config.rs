@@ -246,6 +246,20 @@ pub struct ServeArgs {
     /// Token lifetime.
     #[arg(long = "jwt-ttl", env = "KILLRVIDEO_JWT_TTL", default_value = "30m")]
     pub jwt_ttl: String,
+    /// Requests served at once; more are shed with 503.
+    #[arg(
+        long = "max-in-flight",
+        env = "KILLRVIDEO_MAX_IN_FLIGHT",
+        default_value = "512"
+    )]
+    pub max_in_flight: String,
+    /// Longest a request may take before it is abandoned with 503.
+    #[arg(
+        long = "request-timeout",
+        env = "KILLRVIDEO_REQUEST_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub request_timeout: String,
 }
 
 /// Validated `serve` settings.
@@ -259,6 +273,8 @@ pub struct ServeSettings {
     pub jwt_secret: Option<Vec<u8>>,
     /// Token lifetime.
     pub jwt_ttl: Duration,
+    /// Overload limits.
+    pub limits: crate::http::Limits,
 }
 
 /// Shortest secret accepted: HS256 wants at least 256 bits of key.
@@ -291,6 +307,27 @@ impl ServeArgs {
             listen,
             jwt_secret,
             jwt_ttl: parse_duration(&self.jwt_ttl, "KILLRVIDEO_JWT_TTL", "jwt-ttl")?,
+            limits: crate::http::Limits {
+                max_in_flight: self
+                    .max_in_flight
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "KILLRVIDEO_MAX_IN_FLIGHT",
+                            "max-in-flight",
+                            &self.max_in_flight,
+                            "a positive integer",
+                        )
+                    })?,
+                request_timeout: parse_duration(
+                    &self.request_timeout,
+                    "KILLRVIDEO_REQUEST_TIMEOUT",
+                    "request-timeout",
+                )?,
+            },
         })
     }
 }

@@ -4,7 +4,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::clock::EventClock;
 use crate::config::{ServeSettings, StoreSettings};
-use crate::http::{AppState, router};
+use crate::http::{AppState, Limits, router};
 use crate::store::cassandra::CassandraStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{SharedProjectionStore, SharedStore, StoreError};
@@ -37,6 +37,7 @@ pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStor
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    limits: Limits,
 }
 
 /// Why the service could not start.
@@ -70,7 +71,9 @@ impl Application {
             rand::random::<[u8; 32]>().to_vec()
         });
         let jwt = JwtKeys::new(&secret, settings.jwt_ttl);
-        Self::with_store(settings.listen, store, jwt).await
+        let mut application = Self::with_store(settings.listen, store, jwt).await?;
+        application.limits = settings.limits;
+        Ok(application)
     }
 
     /// Binds `listen` (port 0 picks a free port) around an already opened store.
@@ -97,7 +100,14 @@ impl Application {
                 clock: Arc::new(EventClock::new()),
                 passwords,
             },
+            limits: Limits::default(),
         })
+    }
+
+    /// Replaces the overload limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The bound address.
@@ -112,7 +122,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, store = self.state.store.backend(), "serving");
-        axum::serve(self.listener, router(self.state))
+        axum::serve(self.listener, router(self.state, self.limits))
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -242,3 +242,186 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
         "loud warning: {stderr}"
     );
 }
+
+/// Starts `serve` on the embedded store with extra environment; returns the child and
+/// its port once `/readyz` answers.
+fn serve_embedded(
+    data_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut command = command();
+    command
+        .arg("serve")
+        .env("KILLRVIDEO_DATA_DIR", data_dir)
+        .env("KILLRVIDEO_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let child = command.spawn().expect("spawn serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/readyz").is_none_or(|(status, _)| status != 200) {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = serve_embedded(data_dir.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let statuses = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        // Registrations hash passwords, one per core at a time: twelve of them keep the
+        // server busy for a good while.
+        let requests: Vec<_> = (0..12)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .post(format!("http://127.0.0.1:{port}/api/v1/users/register"))
+                        .json(&serde_json::json!({
+                            "email": format!("drain-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
+                            "password": "correct horse battery",
+                            "firstname": "Drain",
+                            "lastname": "Test"
+                        }))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        // Let every request reach the server, then ask it to stop.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let pid = child.id().to_string();
+        tokio::task::spawn_blocking(move || Command::new("kill").arg("-TERM").arg(pid).status().unwrap())
+            .await
+            .unwrap();
+        let mut statuses = Vec::new();
+        for request in requests {
+            statuses.push(request.await.unwrap());
+        }
+        statuses
+    });
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        statuses.iter().all(|s| *s == Ok(201)),
+        "every request in flight at SIGTERM completed: {statuses:?}"
+    );
+    assert!(
+        get(port, "/healthz").is_none(),
+        "no longer accepting connections"
+    );
+}
+
+#[test]
+fn logs_never_contain_passwords_tokens_or_the_secret() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let secret = "log-test-secret-log-test-secret-log-test";
+    let password = "Sup3r-S3cret-Passw0rd";
+    let wrong_password = "Wr0ng-Passw0rd-Attempt";
+    let (mut child, port) = serve_embedded(
+        data_dir.path(),
+        &[
+            ("KILLRVIDEO_JWT_SECRET", secret),
+            ("KILLRVIDEO_LOG_FORMAT", "json"),
+            ("RUST_LOG", "trace,hyper=debug,h2=debug"),
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let token = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}/api/v1/users");
+        let email = format!("logs-{}@example.com", uuid::Uuid::new_v4().simple());
+        let register = client
+            .post(format!("{base}/register"))
+            .json(&serde_json::json!({"email": email, "password": password, "firstname": "Log", "lastname": "Test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(register.status(), 201);
+        let failed = client
+            .post(format!("{base}/login"))
+            .json(&serde_json::json!({"email": email, "password": wrong_password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 401);
+        let login: serde_json::Value = client
+            .post(format!("{base}/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
+        let put = client
+            .put(format!("{base}/me"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"firstname": "Logged"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        let tampered = format!("{token}x");
+        let refused = client.get(format!("{base}/me")).bearer_auth(&tampered).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        token
+    });
+    assert!(terminate(&mut child).success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.lines().count() > 10,
+        "trace logging produced output: {logs}"
+    );
+    assert!(logs.contains("/api/v1/users/login"), "requests are logged");
+    let signature = token.rsplit('.').next().unwrap();
+    for (what, needle) in [
+        ("password", password),
+        ("wrong password", wrong_password),
+        ("JWT secret", secret),
+        ("token", token.as_str()),
+        ("token signature", signature),
+    ] {
+        assert!(!logs.contains(needle), "the {what} leaked into the logs");
+    }
+}

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod email;
 pub mod events;
 pub mod fields;
+pub mod login;
 pub mod names;
 pub mod password;
 pub mod profile;

@@ -116,6 +116,68 @@ mod tests {
         assert!(errors[4].message.contains("unknown field"));
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<String>().prop_map(Value::String),
+            "[ a-zA-Z\u{e9}\u{301}\t\n]{0,60}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Z_]{1,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn body() -> impl proptest::strategy::Strategy<Value = Map<String, Value>> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("firstname".to_owned()),
+            Just("lastname".to_owned()),
+            Just("firstName".to_owned()),
+            Just("lastName".to_owned()),
+            Just("email".to_owned()),
+            "[a-zA-Z_]{1,12}",
+        ];
+        proptest::collection::btree_map(key, json_value(), 0..5)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        /// Whatever the body, parsing never panics; what it accepts holds only valid
+        /// names from allowed keys, and what it refuses names every offending field.
+        #[test]
+        fn the_body_parser_accepts_only_valid_names_from_allowed_keys(map in body()) {
+            let allowed = ["firstname", "lastname", "firstName", "lastName"];
+            match ProfileChanges::from_json(map.clone()) {
+                Ok(changes) => {
+                    proptest::prop_assert!(map.keys().all(|k| allowed.contains(&k.as_str())));
+                    for name in [&changes.firstname, &changes.lastname].into_iter().flatten() {
+                        let reparsed = PersonName::parse(name.as_str());
+                        proptest::prop_assert_eq!(reparsed.as_ref(), Ok(name));
+                    }
+                    proptest::prop_assert_eq!(changes.is_empty(), map.is_empty());
+                }
+                Err(errors) => {
+                    proptest::prop_assert!(!errors.is_empty());
+                    for error in &errors {
+                        let key = error.field.trim_start_matches('/');
+                        proptest::prop_assert!(map.contains_key(key), "error names a field of the body: {}", error.field);
+                        proptest::prop_assert!(!error.message.is_empty());
+                    }
+                    for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                        proptest::prop_assert!(errors.iter().any(|e| e.field == format!("/{key}")), "{key} reported");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_name_and_its_alias_together_are_ambiguous() {
         let errors = parse(json!({"firstname": "A", "firstName": "B"})).unwrap_err();

@@ -73,6 +73,12 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the database cannot be reached.
     #[error("the data store is unavailable: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: too many requests in flight; shed at once.
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded,
+    /// 503 with `Retry-After`: the request outlived the request timeout.
+    #[error("the request took too long and was abandoned; retry shortly")]
+    TimedOut,
     /// 503 from `/readyz`: not ready, and the reason is shown (an operator endpoint).
     #[error("not ready: {0}")]
     NotReady(String),
@@ -107,7 +113,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::NotReady(_)
+            | ApiError::Overloaded
+            | ApiError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +134,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "urn:killrvideo:problem:payload-too-large",
             ApiError::UnsupportedMediaType(_) => "urn:killrvideo:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:killrvideo:problem:validation",
+            ApiError::Overloaded => "urn:killrvideo:problem:overloaded",
+            ApiError::TimedOut => "urn:killrvideo:problem:timeout",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => {
                 "urn:killrvideo:problem:unavailable"
             }
@@ -207,7 +218,10 @@ impl IntoResponse for ApiError {
                 body.insert("current_etag".into(), json!(etag));
                 body.insert("current".into(), current);
             }
-            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
+            ApiError::Unavailable(_)
+            | ApiError::NotReady(_)
+            | ApiError::Overloaded
+            | ApiError::TimedOut => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}

@@ -29,6 +29,16 @@ pub struct ProfileAsOf {
     pub etag: Option<String>,
 }
 
+/// What a history request answers: a page of events, or with `as_of` the profile then.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HistoryResponse {
+    /// Without `as_of`.
+    Page(HistoryPage),
+    /// With `as_of`.
+    AsOf(ProfileAsOf),
+}
+
 /// Parsed query parameters.
 struct HistoryQuery {
     limit: usize,
@@ -124,7 +134,7 @@ async fn respond(
         ("as_of" = Option<String>, Query, description = "RFC 3339 instant: return the profile as it was then"),
     ),
     responses(
-        (status = 200, description = "A page of events (or, with as_of, a ProfileAsOf)", body = HistoryPage, headers(("Link" = String))),
+        (status = 200, description = "A page of events (or, with as_of, the profile then)", body = HistoryResponse, headers(("Link" = String))),
         (status = 400, description = "Bad limit, cursor or as_of"),
         (status = 401, description = "Missing, invalid or expired token"),
         (status = 403, description = "Account status does not allow it"),
@@ -152,7 +162,7 @@ pub async fn my_history(
         ("as_of" = Option<String>, Query, description = "RFC 3339 instant: return the profile as it was then"),
     ),
     responses(
-        (status = 200, description = "A page of events (or, with as_of, a ProfileAsOf)", body = HistoryPage, headers(("Link" = String))),
+        (status = 200, description = "A page of events (or, with as_of, the profile then)", body = HistoryResponse, headers(("Link" = String))),
         (status = 400, description = "Not a UUID, or bad limit, cursor or as_of"),
         (status = 401, description = "Missing, invalid or expired token"),
         (status = 403, description = "The caller is not a moderator"),

@@ -29,3 +29,15 @@ pub async fn not_found() -> Response {
 pub async fn method_not_allowed() -> Response {
     ApiError::MethodNotAllowed.into_response()
 }
+
+/// Turns the errors of the overload layers into problem documents: shed load and
+/// abandoned requests are 503 with `Retry-After`, never a hang.
+pub async fn overload(err: tower::BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded.into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::TimedOut.into_response()
+    } else {
+        ApiError::Internal(format!("middleware failure: {err}")).into_response()
+    }
+}

@@ -16,13 +16,36 @@ use crate::auth::password::Passwords;
 use crate::clock::EventClock;
 use crate::store::SharedStore;
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::routing::{get, post};
 use std::sync::Arc;
+use tower::ServiceBuilder;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+
+/// Bounds on the work the service accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests served at once; past it requests are shed with 503 at once.
+    pub max_in_flight: usize,
+    /// Longest a request may take before it is abandoned with 503.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 512,
+            request_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -38,7 +61,7 @@ pub struct AppState {
 }
 
 /// The whole HTTP application. Tests drive it with `oneshot` or serve it on port 0.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, limits: Limits) -> Router {
     let users = Router::new()
         .route("/register", post(users::register))
         .route("/login", post(users::login))
@@ -54,6 +77,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        // Overload protection: a request past `max_in_flight` is shed at once instead
+        // of queueing, and none runs longer than `request_timeout`. Inside the problem
+        // context, so the 503s carry the request id.
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(middleware::overload))
+                .layer(LoadShedLayer::new())
+                .layer(ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
+                .layer(TimeoutLayer::new(limits.request_timeout)),
+        )
         .layer(axum::middleware::from_fn(middleware::problem_context))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

@@ -33,7 +33,7 @@ impl Modify for BearerAuth {
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, UserResponse, PublicProfile, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, super::history::HistoryResponse, UserResponse, PublicProfile, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -10,7 +10,7 @@ use super::representation::{IfMatch, PublicProfile, UserResponse, etag, parse_if
 use crate::domain::events::{Actor, EventEnvelope, UserEvent};
 use crate::domain::profile::ProfileChanges;
 use crate::domain::registration::{LoginAttempt, Registration};
-use crate::domain::{UserRow, decide};
+use crate::domain::{UserRow, decide, login};
 use crate::store::{Credentials, Precondition, StoreError};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -183,15 +183,34 @@ pub async fn login(
         detail: "Incorrect email or password".into(),
         invalid_token: false,
     };
-    let credentials = state.store.find_credentials(&attempt.email_key()).await?;
-    // Unknown email, locked account and wrong password all cost one argon2 verification
-    // and get the same answer.
+    let email_key = attempt.email_key();
+    let now = chrono::Utc::now();
+    let window = chrono::Duration::from_std(login::LOCKOUT_WINDOW).unwrap_or_default();
+    let recent_failures = state
+        .store
+        .login_failures_since(&email_key, now - window)
+        .await?;
+    let credentials = state.store.find_credentials(&email_key).await?;
+    // Unknown email, locked account, locked-out email and wrong password all cost one
+    // argon2 verification and get the same answer.
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let password_matches = state.passwords.verify(attempt.password, stored_hash).await;
     let credentials = match credentials {
-        Some(c) if password_matches && !c.account_locked => c,
-        _ => return Err(refused()),
+        Some(c)
+            if password_matches && !c.account_locked && !login::is_locked_out(recent_failures) =>
+        {
+            c
+        }
+        _ => {
+            if !password_matches {
+                state.store.record_login_failure(&email_key, now).await?;
+            }
+            return Err(refused());
+        }
     };
+    if recent_failures > 0 {
+        state.store.clear_login_failures(&email_key).await?;
+    }
     let current = state
         .store
         .find_user(credentials.user_id)

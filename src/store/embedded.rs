@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_projection_checkpoints.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_login_failures.sql"),
+    ),
 ];
 
 /// File name of the database inside the data directory.
@@ -486,6 +490,53 @@ impl UserStore for EmbeddedStore {
             }
             append_in(&tx, &event)?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (email_key, at) = (email_key.to_owned(), at.timestamp_micros());
+        let horizon = at - crate::domain::login::LOCKOUT_WINDOW.as_micros() as i64;
+        self.with_connection(move |c| {
+            let tx = c.transaction()?;
+            // Failures older than the window no longer count: keep the table small.
+            tx.prepare_cached("DELETE FROM login_failures WHERE email = ?1 AND failed_at < ?2")?
+                .execute(params![email_key, horizon])?;
+            tx.prepare_cached("INSERT INTO login_failures (email, failed_at) VALUES (?1, ?2)")?
+                .execute(params![email_key, at])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn login_failures_since(
+        &self,
+        email_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let (email_key, since) = (email_key.to_owned(), since.timestamp_micros());
+        self.with_reader(move |c| {
+            let count: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM login_failures WHERE email = ?1 AND failed_at >= ?2",
+                )?
+                .query_row(params![email_key, since], |row| row.get(0))?;
+            Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        let email_key = email_key.to_owned();
+        self.with_connection(move |c| {
+            c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
+                .execute([email_key])?;
             Ok(())
         })
         .await

@@ -12,6 +12,7 @@ pub mod embedded;
 use crate::domain::projection::Column;
 use crate::domain::{EventEnvelope, UserRow};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -120,6 +121,23 @@ pub trait UserStore: Send + Sync + 'static {
         user_id: Uuid,
         page: EventPage,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Records a failed login for an email key (whether or not an account exists).
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Failed logins for an email key since `since`.
+    async fn login_failures_since(
+        &self,
+        email_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
+
+    /// Forgets an email key's failed logins (after a successful login).
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError>;
 }
 
 /// The store as the application holds it.

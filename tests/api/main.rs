@@ -12,3 +12,4 @@ mod login;
 mod profiles;
 mod put_me;
 mod register;
+mod security;

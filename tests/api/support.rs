@@ -174,7 +174,32 @@ pub async fn spawn_isolated_app(backend: Backend) -> TestApp {
     }
 }
 
+/// [`spawn_app`] with chosen overload limits.
+pub async fn spawn_app_with_limits(
+    backend: Backend,
+    limits: killrvideo_users::http::Limits,
+) -> TestApp {
+    let store = match backend {
+        Backend::Embedded => None,
+        Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
+    };
+    spawn_over_with(store, TEST_KEYSPACE, limits).await
+}
+
 async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestApp {
+    spawn_over_with(
+        cassandra,
+        keyspace,
+        killrvideo_users::http::Limits::default(),
+    )
+    .await
+}
+
+async fn spawn_over_with(
+    cassandra: Option<CassandraStore>,
+    keyspace: &str,
+    limits: killrvideo_users::http::Limits,
+) -> TestApp {
     let (store, jobs, raw, data_dir): (SharedStore, SharedProjectionStore, Raw, _) = match cassandra
     {
         None => {
@@ -200,7 +225,8 @@ async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestAp
         JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
     )
     .await
-    .expect("build application");
+    .expect("build application")
+    .with_limits(limits);
     let address = format!("http://{}", application.local_addr().expect("local addr"));
     tokio::spawn(application.run_until(std::future::pending()));
     TestApp {

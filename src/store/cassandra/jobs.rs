@@ -38,7 +38,7 @@ impl CassandraStore {
     async fn prepare_job_statement(&self, cql: String) -> Result<PreparedStatement, StoreError> {
         let cql = qualify(&self.keyspace, &cql);
         let mut statement = self
-            .session
+            .session()
             .prepare(cql.clone())
             .await
             .map_err(|err| StoreError::Internal(format!("cannot prepare `{cql}`: {err}")))?;
@@ -70,7 +70,7 @@ impl ProjectionStore for CassandraStore {
     async fn scan_events(&self, range: ScanRange) -> Result<EventStream<'_>, StoreError> {
         let statements = self.table_statements(USERS_TABLE)?;
         let pager = self
-            .session
+            .session()
             .execute_iter(statements.scan_events.clone(), (range.start, range.end))
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
@@ -86,7 +86,7 @@ impl ProjectionStore for CassandraStore {
     async fn scan_rows(&self, table: &str, range: ScanRange) -> Result<RowStream<'_>, StoreError> {
         let statements = self.table_statements(table)?;
         let pager = self
-            .session
+            .session()
             .execute_iter(statements.scan_rows.clone(), (range.start, range.end))
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
@@ -110,7 +110,7 @@ impl ProjectionStore for CassandraStore {
                  last_login_date timestamp, last_event_id timeuuid)",
                 self.keyspace
             );
-            self.session
+            self.session()
                 .query_unpaged(ddl, ())
                 .await
                 .map_err(classify)?;
@@ -175,7 +175,7 @@ impl ProjectionStore for CassandraStore {
     async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         let statements = self.table_statements(table)?;
         let result = self
-            .session
+            .session()
             .execute_unpaged(&statements.select_row, (user_id,))
             .await
             .map_err(classify)?;
@@ -191,7 +191,7 @@ impl ProjectionStore for CassandraStore {
 
     async fn delete_row(&self, table: &str, user_id: Uuid, at: i64) -> Result<(), StoreError> {
         let statements = self.table_statements(table)?;
-        self.session
+        self.session()
             .execute_unpaged(&statements.delete_row, (at, user_id))
             .await
             .map_err(classify)?;
@@ -210,7 +210,7 @@ impl ProjectionStore for CassandraStore {
             .delete_cell
             .get(&column)
             .ok_or_else(|| internal(format!("no delete statement for {column:?}")))?;
-        self.session
+        self.session()
             .execute_unpaged(statement, (at, user_id))
             .await
             .map_err(classify)?;
@@ -220,7 +220,7 @@ impl ProjectionStore for CassandraStore {
     async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError> {
         let statements = self.table_statements(USERS_TABLE)?;
         let result = self
-            .session
+            .session()
             .execute_unpaged(&statements.finished_ranges, (job,))
             .await
             .map_err(classify)?;
@@ -238,7 +238,7 @@ impl ProjectionStore for CassandraStore {
         events: u64,
     ) -> Result<(), StoreError> {
         let statements = self.table_statements(USERS_TABLE)?;
-        self.session
+        self.session()
             .execute_unpaged(
                 &statements.finish_range,
                 (
@@ -255,7 +255,7 @@ impl ProjectionStore for CassandraStore {
 
     async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError> {
         let statements = self.table_statements(USERS_TABLE)?;
-        self.session
+        self.session()
             .execute_unpaged(&statements.reset_checkpoints, (job,))
             .await
             .map_err(classify)?;

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_projection_checkpoints.cql",
         cql: include_str!("../../../migrations/cassandra/0005_projection_checkpoints.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_login_failures.cql",
+        cql: include_str!("../../../migrations/cassandra/0006_login_failures.cql"),
+    },
 ];
 
 /// How long a migration lease lives if its holder dies without releasing it.

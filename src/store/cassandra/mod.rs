@@ -67,12 +67,18 @@ struct Statements {
     select_event_write_time: PreparedStatement,
     /// The same at SERIAL consistency: settles an LWT whose outcome timed out.
     select_event_write_time_serial: PreparedStatement,
+    record_login_failure: PreparedStatement,
+    count_login_failures: PreparedStatement,
+    clear_login_failures: PreparedStatement,
 }
 
 /// The Cassandra store.
 #[derive(Clone)]
 pub struct CassandraStore {
-    session: Arc<Session>,
+    /// The driver session. Swappable: when the cluster has been unreachable long enough
+    /// for the driver's reconnection backoff to grow (up to 10 s), the supervisor
+    /// replaces the session as soon as a new one can connect (see `supervise`).
+    session: Arc<std::sync::RwLock<Arc<Session>>>,
     statements: Arc<Statements>,
     /// Statements of the projection jobs, per target table, prepared when a job starts
     /// (`ProjectionStore::prepare_table`), never on the request path.
@@ -107,6 +113,57 @@ pub async fn open_session(options: &CassandraOptions) -> Result<Session, StoreEr
                 options.contact_points.join(",")
             ))
         })
+}
+
+/// How often the supervisor checks that the session can reach the cluster.
+const SUPERVISION_PERIOD: Duration = Duration::from_secs(1);
+
+/// Keeps the service's session usable after an outage. The driver reconnects by itself,
+/// but with an exponential backoff that reaches 10 s, so after a long outage it can
+/// take that long to notice the cluster is back. Every second, if a cheap query fails,
+/// the supervisor tries to open a fresh session and swaps it in; prepared statements
+/// carry their text, so the driver re-prepares them on the new connections. Ends when
+/// the store is dropped.
+async fn supervise(
+    session: std::sync::Weak<std::sync::RwLock<Arc<Session>>>,
+    options: CassandraOptions,
+) {
+    let mut ticks = tokio::time::interval(SUPERVISION_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(slot) = session.upgrade() else {
+            return;
+        };
+        let current = match slot.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(_) => return,
+        };
+        drop(slot);
+        let probe = current.query_unpaged(
+            "SELECT release_version FROM system.local WHERE key = 'local'",
+            (),
+        );
+        if matches!(
+            tokio::time::timeout(options.request_timeout, probe).await,
+            Ok(Ok(_))
+        ) {
+            continue;
+        }
+        // The cluster does not answer on this session. A new one either connects (the
+        // cluster is back: swap) or fails fast (still down: try again next tick).
+        if let Ok(Ok(fresh)) =
+            tokio::time::timeout(options.request_timeout, open_session(&options)).await
+        {
+            let Some(slot) = session.upgrade() else {
+                return;
+            };
+            if let Ok(mut guard) = slot.write() {
+                *guard = Arc::new(fresh);
+                tracing::info!("Cassandra reachable again; replaced the driver session");
+            }
+        }
+    }
 }
 
 /// Classifies a driver error: anything that means "could not get an answer" is
@@ -344,17 +401,22 @@ impl CassandraStore {
         let session = open_session(options).await?;
         migrate::ensure_migrated(&session, &options.keyspace).await?;
         let statements = Statements::prepare(&session, &options.keyspace).await?;
-        Ok(Self {
-            session: Arc::new(session),
+        let store = Self {
+            session: Arc::new(std::sync::RwLock::new(Arc::new(session))),
             statements: Arc::new(statements),
             job_statements: Arc::default(),
             keyspace: options.keyspace.clone(),
-        })
+        };
+        tokio::spawn(supervise(Arc::downgrade(&store.session), options.clone()));
+        Ok(store)
     }
 
-    /// The driver session, for the jobs and the tests.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The current driver session.
+    pub fn session(&self) -> Arc<Session> {
+        match self.session.read() {
+            Ok(session) => Arc::clone(&session),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     async fn write_batch(
@@ -368,7 +430,10 @@ impl CassandraStore {
             batch.append_statement(statement.clone());
             values.push(bound);
         }
-        self.session.batch(&batch, values).await.map_err(classify)?;
+        self.session()
+            .batch(&batch, values)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -412,7 +477,7 @@ impl CassandraStore {
         let mut writes = projection_writes(statements, envelope)?;
         if writes.len() == 1 {
             let (statement, values) = writes.remove(0);
-            self.session
+            self.session()
                 .execute_unpaged(statement, values)
                 .await
                 .map_err(classify)?;
@@ -436,7 +501,7 @@ impl CassandraStore {
         expected: Uuid,
     ) -> Result<(), StoreError> {
         let outcome = self
-            .session
+            .session()
             .execute_unpaged(
                 &self.statements.append_event_if_head,
                 (
@@ -490,7 +555,7 @@ impl CassandraStore {
             &self.statements.select_event_write_time
         };
         let result = self
-            .session
+            .session()
             .execute_unpaged(
                 statement,
                 (envelope.user_id, CqlTimeuuid::from(envelope.event_id)),
@@ -510,7 +575,7 @@ impl CassandraStore {
             return Ok(0);
         };
         let result = self
-            .session
+            .session()
             .execute_unpaged(
                 &self.statements.select_events_after,
                 (user_id, CqlTimeuuid::from(version)),
@@ -628,6 +693,17 @@ impl Statements {
                 statement.set_consistency(Consistency::LocalSerial);
                 statement
             },
+            record_login_failure: prepare(
+                "INSERT INTO login_failures (email, failed_at) VALUES (?, ?)".into(),
+                true,
+            )
+            .await?,
+            count_login_failures: prepare(
+                "SELECT COUNT(*) FROM login_failures WHERE email = ? AND failed_at >= minTimeuuid(?)".into(),
+                true,
+            )
+            .await?,
+            clear_login_failures: prepare("DELETE FROM login_failures WHERE email = ?".into(), true).await?,
         })
     }
 }
@@ -639,7 +715,7 @@ impl UserStore for CassandraStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.session
+        self.session()
             .execute_unpaged(&self.statements.ping, ())
             .await
             .map_err(classify)?;
@@ -648,7 +724,7 @@ impl UserStore for CassandraStore {
 
     async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         let result = self
-            .session
+            .session()
             .execute_unpaged(&self.statements.select_user, (user_id,))
             .await
             .map_err(classify)?;
@@ -659,7 +735,7 @@ impl UserStore for CassandraStore {
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
         let result = self
-            .session
+            .session()
             .execute_unpaged(&self.statements.select_credentials, (email_key,))
             .await
             .map_err(classify)?;
@@ -683,7 +759,7 @@ impl UserStore for CassandraStore {
         registered: &EventEnvelope,
     ) -> Result<(), StoreError> {
         let claim = self
-            .session
+            .session()
             .execute_unpaged(
                 &self.statements.claim_credentials,
                 (
@@ -712,6 +788,50 @@ impl UserStore for CassandraStore {
         }
     }
 
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // A fresh time UUID per failure: concurrent failures never collapse into one.
+        let failed_at = crate::domain::events::event_id_at(
+            at.timestamp_micros(),
+            rand::random(),
+            rand::random(),
+        );
+        self.session()
+            .execute_unpaged(
+                &self.statements.record_login_failure,
+                (email_key, CqlTimeuuid::from(failed_at)),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn login_failures_since(
+        &self,
+        email_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let result = self
+            .session()
+            .execute_unpaged(&self.statements.count_login_failures, (email_key, since))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let (count,): (i64,) = rows.first_row().map_err(internal)?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        self.session()
+            .execute_unpaged(&self.statements.clear_login_failures, (email_key,))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn events(
         &self,
         user_id: Uuid,
@@ -720,12 +840,12 @@ impl UserStore for CassandraStore {
         let limit = i32::try_from(page.limit).unwrap_or(i32::MAX);
         let result = match page.before {
             None => {
-                self.session
+                self.session()
                     .execute_unpaged(&self.statements.select_events_newest, (user_id, limit))
                     .await
             }
             Some(before) => {
-                self.session
+                self.session()
                     .execute_unpaged(
                         &self.statements.select_events_before,
                         (user_id, CqlTimeuuid::from(before), limit),
