@@ -259,7 +259,7 @@ pub struct ServeArgs {
         env = "KILLRVIDEO_REQUEST_TIMEOUT",
         default_value = "10s"
     )]
-    pub request_timeout: String,
+    pub http_request_timeout: String,
 }
 
 /// Validated `serve` settings.
@@ -323,7 +323,7 @@ impl ServeArgs {
                         )
                     })?,
                 request_timeout: parse_duration(
-                    &self.request_timeout,
+                    &self.http_request_timeout,
                     "KILLRVIDEO_REQUEST_TIMEOUT",
                     "request-timeout",
                 )?,

@@ -42,6 +42,9 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
             "migrate",
         ),
         ("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", "no-port", "migrate"),
+        ("KILLRVIDEO_MAX_IN_FLIGHT", "0", "serve"),
+        ("KILLRVIDEO_REQUEST_TIMEOUT", "soon", "serve"),
+        ("KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT", "-1s", "serve"),
     ];
     for (variable, value, subcommand) in cases {
         let mut command = command();
@@ -96,7 +99,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
     assert!(third.status.success());
     let stdout = String::from_utf8_lossy(&third.stdout);
     assert!(
-        stdout.contains("applied [], already applied [1, 2, 3, 4, 5]"),
+        stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6]"),
         "{stdout}"
     );
 
@@ -125,6 +128,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
         assert_eq!(
             tables,
             [
+                "login_failures",
                 "projection_checkpoints",
                 "schema_migration_lease",
                 "schema_migrations",
@@ -145,7 +149,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
             .rows::<(i32,)>()
             .unwrap()
             .count();
-        assert_eq!(versions, 5);
+        assert_eq!(versions, 6);
         session
             .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
             .await

@@ -1,8 +1,8 @@
 //! The audit view of the log: what each event changed, whether each of its writes is
 //! the one that currently wins in the projection, and the profile as of any instant.
 
-use super::events::{EventEnvelope, UserEvent, micros_to_datetime};
-use super::projection::{CellValue, Column, replay, truncate_to_millis};
+use super::events::{EventEnvelope, micros_to_datetime};
+use super::projection::{CellValue, Column, field_changes, replay};
 use super::user::{Cell, UserRow};
 use chrono::{DateTime, Utc};
 
@@ -19,68 +19,6 @@ pub struct FieldAudit {
     /// same value as the current cell. False means a later write (or, on a write-time
     /// tie, a larger value) overwrote it under last-write-wins.
     pub winning: bool,
-}
-
-/// The fields an event wrote, with their previous values as the event recorded them.
-pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>, CellValue)> {
-    let text = |s: &String| CellValue::Text(s.clone());
-    match &envelope.event {
-        UserEvent::UserRegistered(e) => vec![
-            (Column::Email, None, text(&e.email)),
-            (Column::Firstname, None, text(&e.firstname)),
-            (Column::Lastname, None, text(&e.lastname)),
-            (Column::AccountStatus, None, text(&e.account_status)),
-            (
-                Column::CreatedDate,
-                None,
-                CellValue::Time(truncate_to_millis(envelope.occurred_at())),
-            ),
-        ],
-        UserEvent::ProfileUpdated(e) => {
-            let mut fields = Vec::new();
-            if let Some(c) = &e.firstname {
-                fields.push((Column::Firstname, c.from.as_ref().map(text), text(&c.to)));
-            }
-            if let Some(c) = &e.lastname {
-                fields.push((Column::Lastname, c.from.as_ref().map(text), text(&c.to)));
-            }
-            fields
-        }
-        UserEvent::UserLoggedIn(e) => vec![(
-            Column::LastLoginDate,
-            e.last_login_date.from.map(CellValue::Time),
-            CellValue::Time(e.last_login_date.to),
-        )],
-        UserEvent::AccountStatusChanged(e) => vec![(
-            Column::AccountStatus,
-            e.account_status.from.as_ref().map(text),
-            text(&e.account_status.to),
-        )],
-        UserEvent::ProjectionRepaired(e) => {
-            let time = |at: &DateTime<Utc>| CellValue::Time(*at);
-            let mut fields = Vec::new();
-            let texts = [
-                (Column::Email, &e.email),
-                (Column::Firstname, &e.firstname),
-                (Column::Lastname, &e.lastname),
-                (Column::AccountStatus, &e.account_status),
-            ];
-            for (column, change) in texts {
-                if let Some(c) = change {
-                    fields.push((column, c.from.as_ref().map(text), text(&c.to)));
-                }
-            }
-            for (column, change) in [
-                (Column::CreatedDate, &e.created_date),
-                (Column::LastLoginDate, &e.last_login_date),
-            ] {
-                if let Some(c) = change {
-                    fields.push((column, c.from.as_ref().map(time), time(&c.to)));
-                }
-            }
-            fields
-        }
-    }
 }
 
 impl UserRow {
@@ -146,7 +84,9 @@ pub fn written_at(envelope: &EventEnvelope) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::events::{Actor, FieldChange, ProfileUpdated, UserRegistered, event_id_at};
+    use crate::domain::events::{
+        Actor, FieldChange, ProfileUpdated, UserEvent, UserRegistered, event_id_at,
+    };
     use uuid::Uuid;
 
     fn at(user: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {

@@ -101,38 +101,44 @@ pub const COLUMN_SETS: [&[Column]; 8] = [
     &[Column::LastLoginDate],
 ];
 
-/// The column writes an event implies.
-pub fn project(envelope: &EventEnvelope) -> Projection {
-    let text = |s: &str| CellValue::Text(s.to_owned());
-    let writes = match &envelope.event {
+/// The fields an event wrote, with their previous values as the event recorded them.
+pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>, CellValue)> {
+    let text = |s: &String| CellValue::Text(s.clone());
+    match &envelope.event {
         UserEvent::UserRegistered(e) => vec![
-            (Column::Email, text(&e.email)),
-            (Column::Firstname, text(&e.firstname)),
-            (Column::Lastname, text(&e.lastname)),
-            (Column::AccountStatus, text(&e.account_status)),
+            (Column::Email, None, text(&e.email)),
+            (Column::Firstname, None, text(&e.firstname)),
+            (Column::Lastname, None, text(&e.lastname)),
+            (Column::AccountStatus, None, text(&e.account_status)),
             (
                 Column::CreatedDate,
+                None,
                 CellValue::Time(truncate_to_millis(envelope.occurred_at())),
             ),
         ],
         UserEvent::ProfileUpdated(e) => {
-            let mut writes = Vec::with_capacity(2);
-            if let Some(change) = &e.firstname {
-                writes.push((Column::Firstname, text(&change.to)));
+            let mut fields = Vec::new();
+            if let Some(c) = &e.firstname {
+                fields.push((Column::Firstname, c.from.as_ref().map(text), text(&c.to)));
             }
-            if let Some(change) = &e.lastname {
-                writes.push((Column::Lastname, text(&change.to)));
+            if let Some(c) = &e.lastname {
+                fields.push((Column::Lastname, c.from.as_ref().map(text), text(&c.to)));
             }
-            writes
+            fields
         }
-        UserEvent::UserLoggedIn(e) => {
-            vec![(Column::LastLoginDate, CellValue::Time(e.last_login_date.to))]
-        }
-        UserEvent::AccountStatusChanged(e) => {
-            vec![(Column::AccountStatus, text(&e.account_status.to))]
-        }
+        UserEvent::UserLoggedIn(e) => vec![(
+            Column::LastLoginDate,
+            e.last_login_date.from.map(CellValue::Time),
+            CellValue::Time(e.last_login_date.to),
+        )],
+        UserEvent::AccountStatusChanged(e) => vec![(
+            Column::AccountStatus,
+            e.account_status.from.as_ref().map(text),
+            text(&e.account_status.to),
+        )],
         UserEvent::ProjectionRepaired(e) => {
-            let mut writes = Vec::new();
+            let time = |at: &DateTime<Utc>| CellValue::Time(*at);
+            let mut fields = Vec::new();
             let texts = [
                 (Column::Email, &e.email),
                 (Column::Firstname, &e.firstname),
@@ -140,26 +146,33 @@ pub fn project(envelope: &EventEnvelope) -> Projection {
                 (Column::AccountStatus, &e.account_status),
             ];
             for (column, change) in texts {
-                if let Some(change) = change {
-                    writes.push((column, text(&change.to)));
+                if let Some(c) = change {
+                    fields.push((column, c.from.as_ref().map(text), text(&c.to)));
                 }
             }
             for (column, change) in [
                 (Column::CreatedDate, &e.created_date),
                 (Column::LastLoginDate, &e.last_login_date),
             ] {
-                if let Some(change) = change {
-                    writes.push((column, CellValue::Time(change.to)));
+                if let Some(c) = change {
+                    fields.push((column, c.from.as_ref().map(time), time(&c.to)));
                 }
             }
-            writes
+            fields
         }
-    };
+    }
+}
+
+/// The column writes an event implies: what it changed, without the previous values.
+pub fn project(envelope: &EventEnvelope) -> Projection {
     Projection {
         user_id: envelope.user_id,
         event_id: envelope.event_id,
         write_time: envelope.write_time,
-        writes,
+        writes: field_changes(envelope)
+            .into_iter()
+            .map(|(column, _, to)| (column, to))
+            .collect(),
     }
 }
 
