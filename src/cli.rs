@@ -269,7 +269,11 @@ async fn history_command(
             .ok_or_else(|| failure(format!("user {user_id} did not exist at {instant}")))?;
         let user = UserResponse::from(&row);
         if json {
-            println!("{}", serde_json::json!({"as_of": instant, "user": user}));
+            let etag = crate::http::representation::etag(&row);
+            println!(
+                "{}",
+                serde_json::json!({"as_of": instant, "user": user, "etag": etag})
+            );
         } else {
             println!("user {user_id} as of {instant}:");
             println!(

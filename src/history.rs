@@ -93,13 +93,15 @@ pub fn encode_cursor(event_id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(event_id.as_bytes())
 }
 
-/// Decodes a cursor; `None` if it is not one of ours.
+/// Decodes a cursor; `None` if it is not one of ours (cursors are event ids: time UUIDs).
 pub fn decode_cursor(cursor: &str) -> Option<Uuid> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()?;
-    Uuid::from_slice(&bytes).ok()
+    Uuid::from_slice(&bytes)
+        .ok()
+        .filter(|id| id.get_version_num() == 1)
 }
 
 /// One page of a user's history; `None` when there is no such user.

@@ -203,6 +203,8 @@ mod tests {
             "cursor=%%%",
             "cursor=abc",
             "as_of=yesterday",
+            // Decodes to 16 bytes, but the nil UUID is not an event id.
+            "cursor=AAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert!(parse_query(Some(bad)).is_err(), "{bad}");
         }
