@@ -299,9 +299,9 @@ fn sigterm_lets_in_flight_requests_finish() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let statuses = runtime.block_on(async {
         let client = reqwest::Client::new();
-        // Registrations hash passwords, one per core at a time: twelve of them keep the
-        // server busy for a good while.
-        let requests: Vec<_> = (0..12)
+        // Registrations hash passwords, one per core at a time: two dozen of them keep
+        // the server busy for a good while.
+        let requests: Vec<_> = (0..24)
             .map(|i| {
                 let client = client.clone();
                 tokio::spawn(async move {
@@ -321,7 +321,7 @@ fn sigterm_lets_in_flight_requests_finish() {
             })
             .collect();
         // Let every request reach the server, then ask it to stop.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let pid = child.id().to_string();
         tokio::task::spawn_blocking(move || Command::new("kill").arg("-TERM").arg(pid).status().unwrap())
             .await
