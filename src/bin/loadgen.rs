@@ -82,6 +82,13 @@ struct LoadArgs {
     out: Option<std::path::PathBuf>,
 }
 
+impl LoadArgs {
+    /// How many of `created` users the load goes to.
+    fn hot_count(&self, created: usize) -> usize {
+        self.hot_users.unwrap_or(created).clamp(1, created.max(1))
+    }
+}
+
 #[derive(Args)]
 struct HttpArgs {
     /// Service base URL.
@@ -423,11 +430,7 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
         .collect::<Vec<_>>()
         .await;
     let tokens = setup.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let hot = args
-        .load
-        .hot_users
-        .unwrap_or(tokens.len())
-        .clamp(1, tokens.len());
+    let hot = args.load.hot_count(tokens.len());
     let target = Arc::new(HttpTarget {
         client,
         url,
@@ -572,11 +575,7 @@ async fn floor(args: FloorArgs) -> Result<Report, String> {
     let store = open_store(&settings).await.map_err(|e| e.to_string())?;
     eprintln!("loadgen: seeding {} users in the store", args.load.users);
     let users = seed_users(&store, args.load.users, 16).await?;
-    let hot = args
-        .load
-        .hot_users
-        .unwrap_or(users.len())
-        .clamp(1, users.len());
+    let hot = args.load.hot_count(users.len());
     let target = Arc::new(FloorTarget {
         store,
         users,
