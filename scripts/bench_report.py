@@ -26,6 +26,10 @@ def sh(cmd):
 
 runs = {os.path.basename(p)[:-5]: json.load(open(p)) for p in glob.glob(os.path.join(results_dir, "*.json"))
         if not os.path.basename(p).startswith("seed-")}
+# Alternating rounds of service and floor: the median round of each is in `runs` under the
+# plain name (scripts/bench copies it); the rounds themselves are listed separately.
+rounds = {name: run for name, run in runs.items() if re.search(r"-r\d+$", name)}
+runs = {name: run for name, run in runs.items() if name not in rounds}
 order = ["embedded-put-c32", "embedded-put-half-peak", "embedded-mixed-contended", "embedded-floor-c32",
          "cassandra-put-c32", "cassandra-put-half-peak", "cassandra-mixed-contended", "cassandra-floor-c32"]
 order = [name for name in order if name in runs]
@@ -57,6 +61,18 @@ lines.append("Scenarios: `put-c32` is PUT /me with new names from 32 closed-loop
              "a GET for the ETag), over 10 hot users (412s are expected, not errors); `floor-c32` runs the same "
              "store calls as one PUT (auth read, append + projection, refetch) in-process with no HTTP.\n")
 
+if rounds:
+    lines.append("Rounds (service and floor alternate; the table shows each side's median round):\n")
+    lines.append("| backend | round | service PUT/s | floor PUT/s | service / floor |")
+    lines.append("|---|---|---|---|---|")
+    for backend in ("embedded", "cassandra"):
+        for n in range(1, 10):
+            service_round, floor_round = rounds.get(f"{backend}-put-c32-r{n}"), rounds.get(f"{backend}-floor-c32-r{n}")
+            if service_round and floor_round:
+                lines.append(f"| {backend} | {n} | {service_round['throughput_rps']:.0f} | {floor_round['throughput_rps']:.0f} | "
+                             f"{service_round['throughput_rps'] / floor_round['throughput_rps']:.0%} |")
+    lines.append("")
+
 service, floor = runs.get("cassandra-put-c32"), runs.get("cassandra-floor-c32")
 targets = []
 if service and floor:
@@ -69,7 +85,7 @@ emb = runs.get("embedded-put-c32")
 if emb:
     targets.append(("embedded PUT throughput", ">= 15,000/s", f"{emb['throughput_rps']:.0f}/s", emb["throughput_rps"] >= 15000))
     targets.append(("embedded PUT p99 (32 clients)", "<= 5 ms", f"{emb['latency_ms']['p99']:.1f} ms", emb["latency_ms"]["p99"] <= 5))
-total_errors = sum(r["errors"] for r in runs.values())
+total_errors = sum(r["errors"] for r in list(runs.values()) + list(rounds.values()))
 targets.append(("error responses", "none", str(total_errors), total_errors == 0))
 lines.append("## Targets\n")
 lines.append("| measure | target | measured | met |")

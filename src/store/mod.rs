@@ -60,7 +60,7 @@ pub struct EventPage {
 }
 
 /// Why a storage call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness claim or a precondition did not hold (an LWT that did not apply).
     #[error("conflict: {0}")]

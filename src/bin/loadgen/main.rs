@@ -27,6 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+mod wire;
+
+// The same allocator as the service, so that the floor's store calls cost what the
+// service's do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "loadgen",
@@ -314,79 +321,66 @@ fn draw(n: u64, salt: u64) -> f64 {
 // ----- HTTP -----
 
 struct HttpTarget {
-    client: reqwest::Client,
-    url: String,
+    pool: wire::Pool,
     tokens: Vec<String>,
     get_share: f64,
     if_match_share: f64,
 }
 
+/// Longest a measured request may take before it counts as a `timeout` error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl HttpTarget {
-    async fn status_of(
-        result: Result<reqwest::Response, reqwest::Error>,
+    async fn send(
+        &self,
+        method: &str,
+        token: &str,
+        if_match: Option<&str>,
+        body: Option<&str>,
     ) -> (Outcome, Option<String>) {
-        match result {
-            Ok(response) => {
-                let status = response.status();
-                let etag = response
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let _ = response.bytes().await;
-                // 412 is the expected answer to a lost version race, not an error.
-                let error =
-                    !(status.is_success() || status == reqwest::StatusCode::PRECONDITION_FAILED);
-                (
-                    Outcome {
-                        status: status.as_u16().to_string(),
-                        error,
-                    },
-                    etag,
-                )
+        let sent = self
+            .pool
+            .send(method, "/api/v1/users/me", token, if_match, body);
+        let (status, error, etag) = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+            // 412 is the expected answer to a lost version race, not an error.
+            Ok(Ok(reply)) => (
+                reply.status.to_string(),
+                !((200..300).contains(&reply.status) || reply.status == 412),
+                reply.etag,
+            ),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                ("connect".into(), true, None)
             }
-            Err(err) => {
-                let kind = if err.is_timeout() {
-                    "timeout"
-                } else if err.is_connect() {
-                    "connect"
-                } else {
-                    "transport"
-                };
-                (
-                    Outcome {
-                        status: kind.into(),
-                        error: true,
-                    },
-                    None,
-                )
-            }
-        }
+            Ok(Err(_)) => ("transport".into(), true, None),
+            Err(_) => ("timeout".into(), true, None),
+        };
+        (Outcome { status, error }, etag)
     }
 }
 
 impl Target for HttpTarget {
     async fn call(self: Arc<Self>, index: usize, seq: u64) -> Outcome {
         let token = &self.tokens[index];
-        let me = format!("{}/api/v1/users/me", self.url);
         if draw(seq, 1) < self.get_share {
-            return Self::status_of(self.client.get(&me).bearer_auth(token).send().await)
-                .await
-                .0;
+            return self.send("GET", token, None, None).await.0;
         }
-        let body =
-            json!({"firstname": format!("F{}", seq % 1000), "lastname": format!("L{}", seq % 997)});
-        let mut request = self.client.put(&me).bearer_auth(token).json(&body);
+        let body = format!(
+            r#"{{"firstname":"F{}","lastname":"L{}"}}"#,
+            seq % 1000,
+            seq % 997
+        );
+        let mut if_match = None;
         if draw(seq, 2) < self.if_match_share {
             // Read the version first, as a client doing read-modify-write would.
-            let (outcome, etag) =
-                Self::status_of(self.client.get(&me).bearer_auth(token).send().await).await;
+            let (outcome, etag) = self.send("GET", token, None, None).await;
             match etag {
-                Some(etag) => request = request.header("if-match", etag),
+                Some(etag) => if_match = Some(etag),
                 None => return outcome,
             }
         }
-        Self::status_of(request.send().await).await.0
+        self.send("PUT", token, if_match.as_deref(), Some(&body))
+            .await
+            .0
     }
 }
 
@@ -432,8 +426,7 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
     let tokens = setup.into_iter().collect::<Result<Vec<_>, _>>()?;
     let hot = args.load.hot_count(tokens.len());
     let target = Arc::new(HttpTarget {
-        client,
-        url,
+        pool: wire::Pool::new(&url).await?,
         tokens,
         get_share: args.load.get_share,
         if_match_share: args.load.if_match_share,
@@ -662,7 +655,16 @@ fn emit(value: &Value, out: Option<&std::path::Path>) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     killrvideo_users::telemetry::init(killrvideo_users::config::LogFormat::Pretty);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The HTTP client is one thread, so that it takes as little as it can from the
+    // cores it measures; the floor runs the store in-process as the service does, on
+    // the same multi-threaded runtime.
+    let runtime = match &cli.command {
+        Command::Http(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Floor(_) | Command::Seed(_) => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("loadgen: {err}");

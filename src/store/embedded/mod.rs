@@ -15,34 +15,38 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use group_commit::DatabaseThread;
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (
         2,
-        include_str!("../../migrations/sqlite/0002_projection_checkpoints.sql"),
+        include_str!("../../../migrations/sqlite/0002_projection_checkpoints.sql"),
     ),
     (
         3,
-        include_str!("../../migrations/sqlite/0003_login_failures.sql"),
+        include_str!("../../../migrations/sqlite/0003_login_failures.sql"),
     ),
 ];
+
+mod group_commit;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "killrvideo-users.db";
 
-/// SQLite behind a mutex: one connection serialises writers, which SQLite does anyway,
-/// and keeps statement caching simple.
+/// SQLite: the hot path (auth read, append, refetch) on one database thread that
+/// group-commits (see group_commit.rs), everything else on a few read-only connections.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    /// The one connection that writes: SQLite serialises writers anyway.
-    connection: Arc<tokio::sync::Mutex<Connection>>,
-    /// Read-only connections: in WAL mode readers never wait for the writer.
+    /// The one connection that writes, and reads rows for the request path.
+    database: DatabaseThread,
+    /// Read-only connections for history, scans and logins: in WAL mode readers never
+    /// wait for the writer.
     readers: Arc<Vec<Mutex<Connection>>>,
     /// Round-robin start for picking a reader.
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
@@ -51,6 +55,8 @@ pub struct EmbeddedStore {
 
 /// Read connections per store: two cores, a few readers keep them busy.
 const READERS: usize = 4;
+/// Page cache of the database thread's connection, in KiB (SQLite's default is 2 MiB).
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// How much of the database file each connection may map.
 const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
@@ -84,6 +90,9 @@ impl EmbeddedStore {
         // the middle of a request's commit: see spawn_checkpointer.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+        // Pages still in the WAL are read with pread, not through the map: a cache big
+        // enough for the hot rows and the tails of the event log avoids those reads.
+        connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
@@ -102,7 +111,7 @@ impl EmbeddedStore {
         let readers = Arc::new(readers);
         spawn_checkpointer(&path, Arc::downgrade(&readers))?;
         Ok(Self {
-            connection: Arc::new(tokio::sync::Mutex::new(connection)),
+            database: DatabaseThread::spawn(connection)?,
             readers,
             next_reader: Arc::default(),
             path,
@@ -114,20 +123,14 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs `work` on the write connection. Inline, not on the blocking pool: with WAL
-    /// and `synchronous=NORMAL` a write is tens of microseconds of page-cache work, less
-    /// than the thread hand-off of `spawn_blocking` (measured: docs/performance.md). The
-    /// price is that a WAL checkpoint's fsync occasionally holds one runtime worker for
-    /// a few milliseconds.
+    /// Runs `work` on the write connection with the connection to itself (for jobs
+    /// that manage their own transactions), between two batches of the request path.
     async fn with_connection<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        // An async mutex: a task waiting for the writer yields its runtime thread
-        // instead of parking it, so reads go on while a commit is under way.
-        let mut guard = self.connection.lock().await;
-        work(&mut guard)
+        self.database.exclusive(work).await
     }
 
     /// Runs a read on one of the read connections, preferring one that is free.
@@ -302,7 +305,7 @@ fn column_values(row: &UserRow, column: Column) -> (rusqlite::types::Value, Opti
 }
 
 /// Inserts the event and projects it, inside the caller's transaction.
-fn append_in(tx: &Transaction<'_>, envelope: &EventEnvelope) -> Result<(), StoreError> {
+fn append_in(tx: &Connection, envelope: &EventEnvelope) -> Result<(), StoreError> {
     let event_time = event_micros(envelope.event_id)
         .ok_or_else(|| StoreError::Internal("event id is not a time UUID".into()))?;
     tx.prepare_cached(
@@ -414,7 +417,7 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        self.with_reader(move |c| load_row(c, user_id)).await
+        self.database.read(move |c| load_row(c, user_id)).await
     }
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
@@ -449,27 +452,26 @@ impl UserStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let credentials = credentials.clone();
         let registered = registered.clone();
-        self.with_connection(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let claimed = tx
-                .prepare_cached(
-                    "INSERT INTO user_credentials (email, password, userid, account_locked)
+        // One write of the database thread: atomic, and committed when it returns Ok.
+        self.database
+            .write(move |tx| {
+                let claimed = tx
+                    .prepare_cached(
+                        "INSERT INTO user_credentials (email, password, userid, account_locked)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (email) DO NOTHING",
-                )?
-                .execute(params![
-                    credentials.email_key,
-                    credentials.password_hash,
-                    credentials.user_id.to_string(),
-                    credentials.account_locked
-                ])?;
-            if claimed == 0 {
-                return Err(StoreError::Conflict("email already registered".into()));
-            }
-            append_in(&tx, &registered)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+                    )?
+                    .execute(params![
+                        credentials.email_key,
+                        credentials.password_hash,
+                        credentials.user_id.to_string(),
+                        credentials.account_locked
+                    ])?;
+                if claimed == 0 {
+                    return Err(StoreError::Conflict("email already registered".into()));
+                }
+                append_in(tx, &registered)
+            })
+            .await
     }
 
     async fn append(
@@ -478,21 +480,21 @@ impl UserStore for EmbeddedStore {
         precondition: Precondition,
     ) -> Result<(), StoreError> {
         let event = event.clone();
-        self.with_connection(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Precondition::LatestEvent(expected) = precondition {
-                let current = load_row(&tx, event.user_id)?.and_then(|row| row.version());
-                if current != Some(expected) {
-                    return Err(StoreError::Conflict(
-                        "the user has changed since that version".into(),
-                    ));
+        // The check and the append are one write of the database thread: writes queued
+        // before this one are already visible to the check.
+        self.database
+            .write(move |tx| {
+                if let Precondition::LatestEvent(expected) = precondition {
+                    let current = load_row(tx, event.user_id)?.and_then(|row| row.version());
+                    if current != Some(expected) {
+                        return Err(StoreError::Conflict(
+                            "the user has changed since that version".into(),
+                        ));
+                    }
                 }
-            }
-            append_in(&tx, &event)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+                append_in(tx, &event)
+            })
+            .await
     }
 
     async fn record_login_failure(
@@ -502,17 +504,18 @@ impl UserStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (email_key, at) = (email_key.to_owned(), at.timestamp_micros());
         let horizon = at - crate::domain::login::LOCKOUT_WINDOW.as_micros() as i64;
-        self.with_connection(move |c| {
-            let tx = c.transaction()?;
-            // Failures older than the window no longer count: keep the table small.
-            tx.prepare_cached("DELETE FROM login_failures WHERE email = ?1 AND failed_at < ?2")?
+        self.database
+            .write(move |tx| {
+                // Failures older than the window no longer count: keep the table small.
+                tx.prepare_cached(
+                    "DELETE FROM login_failures WHERE email = ?1 AND failed_at < ?2",
+                )?
                 .execute(params![email_key, horizon])?;
-            tx.prepare_cached("INSERT INTO login_failures (email, failed_at) VALUES (?1, ?2)")?
-                .execute(params![email_key, at])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+                tx.prepare_cached("INSERT INTO login_failures (email, failed_at) VALUES (?1, ?2)")?
+                    .execute(params![email_key, at])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn login_failures_since(
@@ -534,12 +537,13 @@ impl UserStore for EmbeddedStore {
 
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
         let email_key = email_key.to_owned();
-        self.with_connection(move |c| {
-            c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
-                .execute([email_key])?;
-            Ok(())
-        })
-        .await
+        self.database
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
+                    .execute([email_key])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn events(
@@ -726,7 +730,7 @@ impl ProjectionStore for EmbeddedStore {
         if table == USERS_TABLE {
             return Ok(());
         }
-        let sql = include_str!("../../migrations/sqlite/0001_init.sql");
+        let sql = include_str!("../../../migrations/sqlite/0001_init.sql");
         // The users definition of the initial schema, renamed.
         let start = sql
             .find("CREATE TABLE IF NOT EXISTS users")
