@@ -270,32 +270,39 @@ async fn drive<T: Target>(
             let in_flight = Arc::new(tokio::sync::Semaphore::new(load.concurrency.max(1) * 64));
             let mut due = Instant::now();
             let mut tasks = Vec::new();
+            // Issue everything that is due, then sleep until the next due time: one timer
+            // per wake-up, not one per request. Sleeping per request lets the issuing
+            // loop fall behind (a timer fires at best on the next millisecond tick), and
+            // the lag would be counted as the service's latency.
             while due < stop_at {
-                tokio::time::sleep_until(due.into()).await;
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                let (target, recorder) = (Arc::clone(&target), Arc::clone(&recorder));
-                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-                    if due >= measure_from {
-                        recorder.record(
-                            Duration::ZERO,
-                            Outcome {
-                                status: "dropped".into(),
-                                error: true,
-                            },
-                        );
-                    }
+                let now = Instant::now();
+                while due <= now && due < stop_at {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let recorder = Arc::clone(&recorder);
+                    let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                        if due >= measure_from {
+                            recorder.record(
+                                Duration::ZERO,
+                                Outcome {
+                                    status: "dropped".into(),
+                                    error: true,
+                                },
+                            );
+                        }
+                        due += interval;
+                        continue;
+                    };
+                    let (target, scheduled) = (Arc::clone(&target), due);
+                    tasks.push(tokio::spawn(async move {
+                        let outcome = target.call(pick_user(n, hot), n).await;
+                        if scheduled >= measure_from {
+                            recorder.record(scheduled.elapsed(), outcome);
+                        }
+                        drop(permit);
+                    }));
                     due += interval;
-                    continue;
-                };
-                let scheduled = due;
-                tasks.push(tokio::spawn(async move {
-                    let outcome = target.call(pick_user(n, hot), n).await;
-                    if scheduled >= measure_from {
-                        recorder.record(scheduled.elapsed(), outcome);
-                    }
-                    drop(permit);
-                }));
-                due += interval;
+                }
+                tokio::time::sleep_until(due.into()).await;
             }
             futures::future::join_all(tasks).await;
         }

@@ -758,23 +758,21 @@ impl ProjectionStore for EmbeddedStore {
     async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError> {
         checked_table(table)?;
         let (table, event) = (table.to_owned(), event.clone());
-        self.with_connection(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            apply_projection(&tx, &table, &event)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        // A group-committed write: a rebuild's parallel ranges share commits.
+        self.database
+            .write(move |c| apply_projection(c, &table, &event))
+            .await
     }
 
     async fn delete_row(&self, table: &str, user_id: Uuid, _at: i64) -> Result<(), StoreError> {
         checked_table(table)?;
         let sql = format!("DELETE FROM {table} WHERE userid = ?1");
-        self.with_connection(move |c| {
-            c.execute(&sql, [user_id.to_string()])?;
-            Ok(())
-        })
-        .await
+        self.database
+            .write(move |c| {
+                c.execute(&sql, [user_id.to_string()])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_cell(
@@ -789,22 +787,25 @@ impl ProjectionStore for EmbeddedStore {
             "UPDATE {table} SET {0} = NULL, {0}_wt = NULL WHERE userid = ?1",
             column.name()
         );
-        self.with_connection(move |c| {
-            c.execute(&sql, [user_id.to_string()])?;
-            Ok(())
-        })
-        .await
+        self.database
+            .write(move |c| {
+                c.execute(&sql, [user_id.to_string()])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError> {
         let job = job.to_owned();
-        self.with_connection(move |c| {
-            let mut statement =
-                c.prepare_cached("SELECT range_start FROM projection_checkpoints WHERE job = ?1")?;
-            let starts = statement.query_map([job], |row| row.get::<_, i64>(0))?;
-            Ok(starts.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.database
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT range_start FROM projection_checkpoints WHERE job = ?1",
+                )?;
+                let starts = statement.query_map([job], |row| row.get::<_, i64>(0))?;
+                Ok(starts.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
     }
 
     async fn finish_range(
@@ -814,7 +815,7 @@ impl ProjectionStore for EmbeddedStore {
         events: u64,
     ) -> Result<(), StoreError> {
         let job = job.to_owned();
-        self.with_connection(move |c| {
+        self.database.write(move |c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO projection_checkpoints (job, range_start, range_end, events, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -827,10 +828,11 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError> {
         let job = job.to_owned();
-        self.with_connection(move |c| {
-            c.execute("DELETE FROM projection_checkpoints WHERE job = ?1", [job])?;
-            Ok(())
-        })
-        .await
+        self.database
+            .write(move |c| {
+                c.execute("DELETE FROM projection_checkpoints WHERE job = ?1", [job])?;
+                Ok(())
+            })
+            .await
     }
 }
