@@ -66,7 +66,8 @@ struct LoadArgs {
     /// Requests go to the first `hot_users` users only (contention); default all.
     #[arg(long)]
     hot_users: Option<usize>,
-    /// Concurrent clients (closed loop).
+    /// Concurrent clients (closed loop); with `--rate`, the connections (HTTP) or the
+    /// store calls (floor) in flight at most, requests beyond waiting their turn.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Fixed arrival rate in requests/s (open loop) instead of fixed concurrency.
@@ -433,7 +434,7 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
     let tokens = setup.into_iter().collect::<Result<Vec<_>, _>>()?;
     let hot = args.load.hot_count(tokens.len());
     let target = Arc::new(HttpTarget {
-        pool: wire::Pool::new(&url).await?,
+        pool: wire::Pool::new(&url, args.load.concurrency).await?,
         tokens,
         get_share: args.load.get_share,
         if_match_share: args.load.if_match_share,
@@ -450,6 +451,8 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
 
 struct FloorTarget {
     store: SharedProjectionStore,
+    /// At most `--concurrency` calls in flight, as the HTTP side has connections.
+    slots: tokio::sync::Semaphore,
     users: Vec<Uuid>,
     clock: EventClock,
     get_share: f64,
@@ -481,6 +484,11 @@ fn store_outcome(result: Result<(), killrvideo_users::store::StoreError>) -> Out
 impl Target for FloorTarget {
     async fn call(self: Arc<Self>, index: usize, seq: u64) -> Outcome {
         let user_id = self.users[index];
+        let Ok(_slot) = self.slots.acquire().await else {
+            return store_outcome(Err(killrvideo_users::store::StoreError::Internal(
+                "closed".into(),
+            )));
+        };
         let result = async {
             // 1. The auth read.
             let row = self.store.find_user(user_id).await?.ok_or_else(|| {
@@ -578,6 +586,7 @@ async fn floor(args: FloorArgs) -> Result<Report, String> {
     let hot = args.load.hot_count(users.len());
     let target = Arc::new(FloorTarget {
         store,
+        slots: tokio::sync::Semaphore::new(args.load.concurrency.max(1)),
         users,
         clock: EventClock::new(),
         get_share: args.load.get_share,

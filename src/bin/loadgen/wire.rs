@@ -22,16 +22,24 @@ pub struct Reply {
     pub etag: Option<String>,
 }
 
-/// Kept-alive connections to one service, shared by all workers.
+/// Kept-alive connections to one service, shared by all workers: at most
+/// `connections` of them, opened as needed and kept.
+///
+/// The cap matters for the open loop: without it, every request issued while the
+/// service is slow opened one more connection, a few hundred at once after a hiccup,
+/// and the kernel's listen queue overflowed: dropped SYNs, retried after a second,
+/// counted as second-long latencies. With the cap a request waits for a connection,
+/// and that wait is counted from its due time, as wrk2 does.
 pub struct Pool {
     address: SocketAddr,
     host: String,
     idle: Mutex<Vec<Connection>>,
+    connections: tokio::sync::Semaphore,
 }
 
 impl Pool {
     /// `url` is `http://host:port` (no TLS: the benchmark runs on loopback).
-    pub async fn new(url: &str) -> Result<Self, String> {
+    pub async fn new(url: &str, connections: usize) -> Result<Self, String> {
         let host = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?
@@ -46,6 +54,7 @@ impl Pool {
             address,
             host,
             idle: Mutex::default(),
+            connections: tokio::sync::Semaphore::new(connections.max(1)),
         })
     }
 
@@ -77,6 +86,11 @@ impl Pool {
         } else {
             head.push_str("\r\n");
         }
+        let _connection_slot = self
+            .connections
+            .acquire()
+            .await
+            .map_err(|_| io::Error::other("connection pool closed"))?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut connection = match idle {
             Some(connection) => connection,
