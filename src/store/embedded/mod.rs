@@ -123,16 +123,6 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs `work` on the write connection with the connection to itself (for jobs
-    /// that manage their own transactions), between two batches of the request path.
-    async fn with_connection<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.database.exclusive(work).await
-    }
-
     /// Runs a read on one of the read connections, preferring one that is free.
     async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
     where
@@ -763,11 +753,13 @@ impl ProjectionStore for EmbeddedStore {
                 .ok_or_else(|| StoreError::Internal("no users DDL end".into()))?;
         let ddl =
             sql[start..end].replacen("IF NOT EXISTS users", &format!("IF NOT EXISTS {table}"), 1);
-        self.with_connection(move |c| {
-            c.execute_batch(&ddl)?;
-            Ok(())
-        })
-        .await
+        // DDL: with the connection to itself, between batches.
+        self.database
+            .exclusive(move |c| {
+                c.execute_batch(&ddl)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
