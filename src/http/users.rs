@@ -100,7 +100,11 @@ async fn refetch(state: &AppState, user_id: Uuid) -> Result<UserRow, ApiError> {
         .store
         .find_user(user_id)
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("user {user_id} vanished after a write")))
+        .ok_or_else(|| vanished(user_id))
+}
+
+fn vanished(user_id: Uuid) -> ApiError {
+    ApiError::Internal(format!("user {user_id} vanished after a write"))
 }
 
 /// Registers a new account.
@@ -223,8 +227,11 @@ pub async fn login(
         request_id,
         decide::record_login(&current, chrono::Utc::now()),
     );
-    state.store.append(&logged_in, Precondition::None).await?;
-    let row = refetch(&state, current.user_id).await?;
+    let row = state
+        .store
+        .append_and_refetch(&logged_in, Precondition::None)
+        .await?
+        .ok_or_else(|| vanished(current.user_id))?;
     let token = state
         .jwt
         .issue(
@@ -293,17 +300,16 @@ pub async fn put_me(
         request_id,
         event,
     );
-    match state.store.append(&updated, precondition).await {
-        Ok(()) => {}
+    match state.store.append_and_refetch(&updated, precondition).await {
+        Ok(refetched) => Ok(user_with_etag(
+            StatusCode::OK,
+            &refetched.ok_or_else(|| vanished(row.user_id))?,
+        )),
         Err(StoreError::Conflict(_)) => {
-            return Err(precondition_failed(&refetch(&state, row.user_id).await?));
+            Err(precondition_failed(&refetch(&state, row.user_id).await?))
         }
-        Err(other) => return Err(other.into()),
+        Err(other) => Err(other.into()),
     }
-    Ok(user_with_etag(
-        StatusCode::OK,
-        &refetch(&state, row.user_id).await?,
-    ))
 }
 
 fn precondition_failed(current: &UserRow) -> ApiError {

@@ -115,6 +115,19 @@ pub trait UserStore: Send + Sync + 'static {
         precondition: Precondition,
     ) -> Result<(), StoreError>;
 
+    /// [`append`](Self::append), then the refetch: the user's row as stored after the
+    /// write (`None` if it is not a registered user). Backends that can read the row
+    /// back inside the write's own transaction do so, saving a round trip; the default
+    /// is the two calls.
+    async fn append_and_refetch(
+        &self,
+        event: &EventEnvelope,
+        precondition: Precondition,
+    ) -> Result<Option<UserRow>, StoreError> {
+        self.append(event, precondition).await?;
+        self.find_user(event.user_id).await
+    }
+
     /// A page of the user's events, newest first.
     async fn events(
         &self,

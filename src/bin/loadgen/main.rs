@@ -523,9 +523,11 @@ impl Target for FloorTarget {
                 }
                 _ => Precondition::None,
             };
-            self.store.append(&envelope, precondition).await?;
-            // 3. The refetch.
-            self.store.find_user(user_id).await?;
+            // 3. The refetch: the same store call as the service makes, so a backend
+            // that reads back inside the write does so here too.
+            self.store
+                .append_and_refetch(&envelope, precondition)
+                .await?;
             Ok(())
         }
         .await;

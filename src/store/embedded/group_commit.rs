@@ -24,6 +24,8 @@
 
 use super::StoreError;
 use rusqlite::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -32,20 +34,52 @@ use tokio::sync::oneshot;
 const MAX_BATCH: usize = 256;
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-type WriteWork = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 type ExclusiveJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Job {
     /// Runs inside the batch's read transaction and answers for itself.
     Read(ReadJob),
     /// Runs inside a savepoint of the batch's write transaction; answered after commit.
-    Write {
-        work: WriteWork,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
+    Write(Box<dyn PendingWrite>),
     /// Gets the connection to itself, between batches (jobs that manage their own
     /// transactions: projection jobs, DDL, checkpoints of a rebuild).
     Exclusive(ExclusiveJob),
+}
+
+/// A write waiting in a batch, whatever it returns.
+trait PendingWrite: Send {
+    /// Runs the work; `true` when it succeeded and its changes are to stay.
+    fn run(&mut self, connection: &Connection) -> bool;
+    /// Answers the caller once the batch's fate is known: the work's own outcome if
+    /// `batch` (its savepoint and the commit) went through, else `batch`'s error.
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+struct Write<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> PendingWrite for Write<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let outcome = self.work.take().map(|work| work(connection));
+        let succeeded = matches!(outcome, Some(Ok(_)));
+        self.outcome = outcome;
+        succeeded
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
+        let Write { outcome, reply, .. } = *self;
+        let outcome = batch.and_then(|()| {
+            outcome.unwrap_or_else(|| Err(StoreError::Internal("a write never ran".into())))
+        });
+        let _ = reply.send(outcome);
+    }
 }
 
 /// Handle to the database thread; cloning it is cheap. The thread stops, closing the
@@ -60,12 +94,14 @@ fn stopped() -> StoreError {
 }
 
 impl DatabaseThread {
-    /// Moves `connection` onto a new thread named `sqlite-db`.
-    pub fn spawn(connection: Connection) -> Result<Self, StoreError> {
+    /// Moves `connection` onto a new thread named `sqlite-db`. Whenever `catch_up` is
+    /// set (by the checkpointer), the thread finishes the WAL checkpoint itself between
+    /// two batches; see [`catch_up_checkpoint`].
+    pub fn spawn(connection: Connection, catch_up: Arc<AtomicBool>) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-db".into())
-            .spawn(move || run(connection, queue))
+            .spawn(move || run(connection, queue, &catch_up))
             .map_err(|err| {
                 StoreError::Internal(format!("cannot start the sqlite thread: {err}"))
             })?;
@@ -87,16 +123,19 @@ impl DatabaseThread {
     }
 
     /// Runs `work` as one atomic write, group-committed with whatever other writes are
-    /// waiting. `Ok` means committed.
-    pub async fn write<F>(&self, work: F) -> Result<(), StoreError>
+    /// waiting. `Ok` means committed; what `work` returns (read inside the same
+    /// transaction, after its own changes) comes back with it.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job::Write {
-            work: Box::new(work),
+        let job = Job::Write(Box::new(Write {
+            work: Some(work),
+            outcome: None,
             reply,
-        };
+        }));
         self.jobs.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -118,7 +157,7 @@ impl DatabaseThread {
 
 /// The thread's loop: wait for one job, take whatever else is already waiting, run it
 /// as a batch; until every handle is gone.
-fn run(mut connection: Connection, queue: mpsc::Receiver<Job>) {
+fn run(mut connection: Connection, queue: mpsc::Receiver<Job>, catch_up: &AtomicBool) {
     let mut reads = Vec::new();
     let mut writes = Vec::new();
     let mut exclusives = Vec::new();
@@ -127,7 +166,7 @@ fn run(mut connection: Connection, queue: mpsc::Receiver<Job>) {
         while let Some(job) = next.take() {
             match job {
                 Job::Read(job) => reads.push(job),
-                Job::Write { work, reply } => writes.push((work, reply)),
+                Job::Write(write) => writes.push(write),
                 Job::Exclusive(job) => exclusives.push(job),
             }
             if reads.len() < MAX_BATCH && writes.len() < MAX_BATCH {
@@ -139,6 +178,24 @@ fn run(mut connection: Connection, queue: mpsc::Receiver<Job>) {
         for job in exclusives.drain(..) {
             job(&mut connection);
         }
+        if catch_up.swap(false, Ordering::Relaxed) {
+            catch_up_checkpoint(&connection);
+        }
+    }
+}
+
+/// Copies the rest of the WAL back, from the one connection that writes.
+///
+/// SQLite starts the WAL over only once a checkpoint has copied back every frame, and
+/// under a steady stream of commits the background checkpointer never gets there: the
+/// writer is always a little ahead. Here, between two batches, nothing is ahead: the
+/// checkpointer has already copied (and synced) the bulk, so this copies only what was
+/// committed since and syncs it, and the next write starts the WAL from its beginning.
+/// Unlike a RESTART checkpoint from another connection, it never makes this thread wait
+/// on a lock (SQLite's busy handler sleeps in steps of up to 100 ms).
+fn catch_up_checkpoint(connection: &Connection) {
+    if let Err(err) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %err, "WAL catch-up checkpoint failed; will retry");
     }
 }
 
@@ -157,55 +214,36 @@ fn run_reads(connection: &Connection, reads: &mut Vec<ReadJob>) {
     }
 }
 
-type PendingWrite = (WriteWork, oneshot::Sender<Result<(), StoreError>>);
-
 /// All writes of a batch in one transaction, each in a savepoint; answers after commit.
-fn run_writes(connection: &Connection, writes: &mut Vec<PendingWrite>) {
+fn run_writes(connection: &Connection, writes: &mut Vec<Box<dyn PendingWrite>>) {
     if writes.is_empty() {
         return;
     }
-    if let Err(err) = exec(connection, "BEGIN IMMEDIATE") {
-        let err = StoreError::from(err);
-        for (_, reply) in writes.drain(..) {
-            let _ = reply.send(Err(err.clone()));
+    let mut outcome = exec(connection, "BEGIN IMMEDIATE").map_err(StoreError::from);
+    for write in writes.iter_mut() {
+        // A savepoint that cannot be opened, undone or released leaves the transaction
+        // in a state nobody can vouch for: then the whole batch is rolled back.
+        if outcome.is_ok() {
+            outcome = in_savepoint(connection, write.as_mut());
         }
-        return;
     }
-    let mut outcomes = Vec::with_capacity(writes.len());
-    for (work, reply) in writes.drain(..) {
-        outcomes.push((in_savepoint(connection, work), reply));
+    let outcome = outcome.and_then(|()| exec(connection, "COMMIT").map_err(StoreError::from));
+    if outcome.is_err() {
+        let _ = exec(connection, "ROLLBACK");
     }
-    match exec(connection, "COMMIT") {
-        Ok(()) => {
-            for (outcome, reply) in outcomes {
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(err) => {
-            let _ = exec(connection, "ROLLBACK");
-            let err = StoreError::from(err);
-            for (_, reply) in outcomes {
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
+    for write in writes.drain(..) {
+        write.answer(outcome.clone());
     }
 }
 
 /// Runs one write so that its failure undoes only its own changes.
-fn in_savepoint(connection: &Connection, work: WriteWork) -> Result<(), StoreError> {
+fn in_savepoint(connection: &Connection, write: &mut dyn PendingWrite) -> Result<(), StoreError> {
     exec(connection, "SAVEPOINT write")?;
-    let outcome = work(connection);
-    let undone = match outcome {
-        Ok(()) => Ok(()),
-        Err(_) => exec(connection, "ROLLBACK TO write"),
-    };
-    match (
-        outcome,
-        undone.and_then(|()| exec(connection, "RELEASE write")),
-    ) {
-        (Ok(()), Err(err)) => Err(err.into()),
-        (outcome, _) => outcome,
+    if !write.run(connection) {
+        exec(connection, "ROLLBACK TO write")?;
     }
+    exec(connection, "RELEASE write")?;
+    Ok(())
 }
 
 /// One statement through the statement cache (these run thousands of times a second).
@@ -224,7 +262,11 @@ mod tests {
         connection
             .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY)")
             .expect("schema");
-        (dir, DatabaseThread::spawn(connection).expect("thread"))
+        let catch_up = Arc::new(AtomicBool::new(false));
+        (
+            dir,
+            DatabaseThread::spawn(connection, catch_up).expect("thread"),
+        )
     }
 
     fn keys(connection: &Connection) -> Result<Vec<i64>, StoreError> {

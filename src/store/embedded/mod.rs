@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 use group_commit::DatabaseThread;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -109,9 +110,10 @@ impl EmbeddedStore {
             readers.push(Mutex::new(reader));
         }
         let readers = Arc::new(readers);
-        spawn_checkpointer(&path, Arc::downgrade(&readers))?;
+        let catch_up = Arc::new(AtomicBool::new(false));
+        spawn_checkpointer(&path, Arc::downgrade(&readers), catch_up.clone())?;
         Ok(Self {
-            database: DatabaseThread::spawn(connection)?,
+            database: DatabaseThread::spawn(connection, catch_up)?,
             readers,
             next_reader: Arc::default(),
             path,
@@ -148,7 +150,7 @@ impl EmbeddedStore {
 /// How often the background checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// WAL length (in 4 KiB frames) past which the checkpointer makes the WAL start over.
+/// WAL length (in 4 KiB frames) past which the checkpointer has the WAL start over.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 
 /// Runs passive WAL checkpoints on a connection of its own, off the request path, until
@@ -158,14 +160,16 @@ const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 /// Under a steady stream of commits that alone lets the WAL grow without bound: SQLite
 /// only starts the WAL over once a checkpoint has caught up with the last commit, and
 /// the writer is always a little ahead. In the benchmark it passed 1 GiB in 20 s, and
-/// the checkpoints of such a WAL stalled requests for over 100 ms (load shedding
-/// answered 503). So once the WAL is longer than RESTART_WAL_FRAMES, a RESTART
-/// checkpoint follows the passive one: it holds writers back only while it copies what
-/// was committed since the passive one and syncs, and the next write starts the WAL
-/// from its beginning.
+/// the checkpoints of such a WAL stalled requests for over 100 ms. So once the WAL is
+/// longer than RESTART_WAL_FRAMES, the checkpointer sets `catch_up` and the database
+/// thread finishes the job between two batches (group_commit::catch_up_checkpoint).
+/// An earlier version ran a RESTART checkpoint here instead; it held the writer back
+/// through SQLite's sleeping busy handler and cost stalls of about 100 ms
+/// (docs/performance.md).
 fn spawn_checkpointer(
     path: &Path,
     alive: std::sync::Weak<Vec<Mutex<Connection>>>,
+    catch_up: Arc<AtomicBool>,
 ) -> Result<(), StoreError> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -174,20 +178,23 @@ fn spawn_checkpointer(
         .spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                // The row is (busy, frames in the WAL, frames copied back).
-                let outcome = connection
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                        row.get::<_, i64>(1)
-                    })
-                    .and_then(|frames| {
-                        if frames > RESTART_WAL_FRAMES {
-                            connection
-                                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+                match checkpoint_passive(&connection) {
+                    Ok(frames) if frames > RESTART_WAL_FRAMES => {
+                        // What the database thread copies and syncs is whatever was
+                        // committed after the last pass here began: passes in quick
+                        // succession shrink it to a few milliseconds' worth.
+                        for _ in 0..CATCH_UP_PASSES {
+                            let started = std::time::Instant::now();
+                            if checkpoint_passive(&connection).is_err()
+                                || started.elapsed() < SHORT_PASS
+                            {
+                                break;
+                            }
                         }
-                        Ok(())
-                    });
-                if let Err(err) = outcome {
-                    tracing::warn!(error = %err, "WAL checkpoint failed; will retry");
+                        catch_up.store(true, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed; will retry"),
                 }
             }
             // Last one, so a clean shutdown leaves a small WAL.
@@ -195,6 +202,17 @@ fn spawn_checkpointer(
         })
         .map_err(|err| StoreError::Internal(format!("cannot start the checkpointer: {err}")))?;
     Ok(())
+}
+
+/// Most extra passes before handing the rest of a long WAL to the database thread.
+const CATCH_UP_PASSES: usize = 4;
+/// A pass this quick leaves little for the database thread to do.
+const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// One passive checkpoint; returns the frames in the WAL.
+fn checkpoint_passive(connection: &Connection) -> rusqlite::Result<i64> {
+    // The row is (busy, frames in the WAL, frames copied back).
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -335,6 +353,24 @@ fn append_in(tx: &Connection, envelope: &EventEnvelope) -> Result<(), StoreError
         envelope.request_id,
     ])?;
     apply_projection(tx, USERS_TABLE, envelope)
+}
+
+/// The precondition check and the append, as one write of the database thread: writes
+/// queued before this one are already visible to the check.
+fn append_checked(
+    tx: &Connection,
+    event: &EventEnvelope,
+    precondition: Precondition,
+) -> Result<(), StoreError> {
+    if let Precondition::LatestEvent(expected) = precondition {
+        let current = load_row(tx, event.user_id)?.and_then(|row| row.version());
+        if current != Some(expected) {
+            return Err(StoreError::Conflict(
+                "the user has changed since that version".into(),
+            ));
+        }
+    }
+    append_in(tx, event)
 }
 
 /// Folds the event's projection into the row with the shared last-write-wins merge and
@@ -492,19 +528,23 @@ impl UserStore for EmbeddedStore {
         precondition: Precondition,
     ) -> Result<(), StoreError> {
         let event = event.clone();
-        // The check and the append are one write of the database thread: writes queued
-        // before this one are already visible to the check.
+        self.database
+            .write(move |tx| append_checked(tx, &event, precondition))
+            .await
+    }
+
+    async fn append_and_refetch(
+        &self,
+        event: &EventEnvelope,
+        precondition: Precondition,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let event = event.clone();
+        // One write of the database thread: the refetch reads the row back inside the
+        // write's own transaction, after its update, rather than in a later batch.
         self.database
             .write(move |tx| {
-                if let Precondition::LatestEvent(expected) = precondition {
-                    let current = load_row(tx, event.user_id)?.and_then(|row| row.version());
-                    if current != Some(expected) {
-                        return Err(StoreError::Conflict(
-                            "the user has changed since that version".into(),
-                        ));
-                    }
-                }
-                append_in(tx, &event)
+                append_checked(tx, &event, precondition)?;
+                Ok(load_row(tx, event.user_id)?.filter(UserRow::is_registered))
             })
             .await
     }
