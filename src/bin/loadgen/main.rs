@@ -651,6 +651,13 @@ async fn seed(args: SeedArgs) -> Result<Value, String> {
 
 use futures::StreamExt;
 
+fn emit_report(report: Report, out: Option<&std::path::Path>) -> Result<(), String> {
+    emit(
+        &serde_json::to_value(report).map_err(|e| e.to_string())?,
+        out,
+    )
+}
+
 fn emit(value: &Value, out: Option<&std::path::Path>) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     println!("{text}");
@@ -683,19 +690,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Http(args) => {
                 let out = args.load.out.clone();
-                let report = http(args).await?;
-                emit(
-                    &serde_json::to_value(report).map_err(|e| e.to_string())?,
-                    out.as_deref(),
-                )
+                emit_report(http(args).await?, out.as_deref())
             }
             Command::Floor(args) => {
                 let out = args.load.out.clone();
-                let report = floor(args).await?;
-                emit(
-                    &serde_json::to_value(report).map_err(|e| e.to_string())?,
-                    out.as_deref(),
-                )
+                emit_report(floor(args).await?, out.as_deref())
             }
             Command::Seed(args) => emit(&seed(args).await?, None),
         }

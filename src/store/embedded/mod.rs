@@ -651,11 +651,13 @@ fn checked_table(table: &str) -> Result<(), StoreError> {
 }
 
 /// Pages through a range with keyset pagination, one blocking query per page, so memory
-/// stays at one page whatever the size of the table.
+/// stays at one page whatever the size of the table. `fetch` returns up to
+/// SCAN_PAGE_ROWS items after the cursor, each with its cursor key; a short page is the
+/// last one.
 fn paged<T, F>(store: EmbeddedStore, fetch: F) -> BoxStream<'static, Result<T, StoreError>>
 where
     T: Send + 'static,
-    F: Fn(&Connection, Option<String>) -> Result<(Vec<T>, Option<String>), StoreError>
+    F: Fn(&Connection, Option<String>) -> Result<Vec<(String, T)>, StoreError>
         + Send
         + Sync
         + Clone
@@ -666,11 +668,15 @@ where
         let fetch = fetch.clone();
         async move {
             let after = cursor?;
-            let page = store.with_reader(move |c| fetch(c, after)).await;
-            match page {
-                Ok((items, next)) => {
-                    let next_state = next.map(Some);
-                    Some((Ok(items), next_state))
+            match store.with_reader(move |c| fetch(c, after)).await {
+                Ok(mut keyed) => {
+                    let next = if keyed.len() as i64 == SCAN_PAGE_ROWS {
+                        keyed.last_mut().map(|(key, _)| Some(std::mem::take(key)))
+                    } else {
+                        None
+                    };
+                    let items: Vec<T> = keyed.into_iter().map(|(_, item)| item).collect();
+                    Some((Ok(items), next))
                 }
                 Err(err) => Some((Err(err), None)),
             }
@@ -718,8 +724,6 @@ impl ProjectionStore for EmbeddedStore {
                  WHERE (userid, event_time, event_id) > (?1, ?2, ?3) AND userid >= ?4 AND userid < ?5
                  ORDER BY userid, event_time, event_id LIMIT ?6",
             )?;
-            let mut items = Vec::new();
-            let mut last = None;
             let rows =
                 statement.query_map(params![user, time, id, low, high, SCAN_PAGE_ROWS], |row| {
                     let key = format!(
@@ -730,17 +734,12 @@ impl ProjectionStore for EmbeddedStore {
                     );
                     Ok((key, decode_event(row)?))
                 })?;
+            let mut keyed = Vec::new();
             for row in rows {
                 let (key, event) = row?;
-                items.push(event?);
-                last = Some(key);
+                keyed.push((key, event?));
             }
-            let next = if items.len() as i64 == SCAN_PAGE_ROWS {
-                last
-            } else {
-                None
-            };
-            Ok((items, next))
+            Ok(keyed)
         }))
     }
 
@@ -761,19 +760,7 @@ impl ProjectionStore for EmbeddedStore {
                     Ok((id, read_cells(row, user_id, 1)?))
                 },
             )?;
-            let mut items = Vec::new();
-            let mut last = None;
-            for row in rows {
-                let (id, cells) = row?;
-                items.push(cells);
-                last = Some(id);
-            }
-            let next = if items.len() as i64 == SCAN_PAGE_ROWS {
-                last
-            } else {
-                None
-            };
-            Ok((items, next))
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         }))
     }
 
@@ -888,5 +875,88 @@ impl ProjectionStore for EmbeddedStore {
                 Ok(())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::EventClock;
+    use crate::domain::events::{FieldChange, ProfileUpdated};
+    use futures::TryStreamExt;
+
+    fn renamed(user_id: Uuid, clock: &EventClock, to: String) -> EventEnvelope {
+        EventEnvelope::new(
+            user_id,
+            clock.next_event_id(),
+            Actor::User(user_id),
+            None,
+            UserEvent::ProfileUpdated(ProfileUpdated {
+                firstname: Some(FieldChange { from: None, to }),
+                lastname: None,
+            }),
+        )
+    }
+
+    /// The scans page with a keyset cursor; more rows than one page must come back
+    /// exactly once each, in key order.
+    #[tokio::test]
+    async fn scans_cross_page_boundaries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let clock = EventClock::new();
+        let users = SCAN_PAGE_ROWS as usize + 7;
+        let events_of_first = SCAN_PAGE_ROWS as usize + 3;
+        let user_ids: Vec<Uuid> = (0..users).map(|_| Uuid::new_v4()).collect();
+        for (n, user_id) in user_ids.iter().enumerate() {
+            let count = if n == 0 { events_of_first } else { 1 };
+            for i in 0..count {
+                store
+                    .append(
+                        &renamed(*user_id, &clock, format!("N{i}")),
+                        Precondition::None,
+                    )
+                    .await
+                    .expect("append");
+            }
+        }
+        let everything = store.scan_ranges(1)[0];
+
+        let events: Vec<EventEnvelope> = store
+            .scan_events(everything)
+            .await
+            .expect("scan events")
+            .try_collect()
+            .await
+            .expect("events");
+        assert_eq!(events.len(), events_of_first + users - 1);
+        let mut ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), events.len(), "an event came back twice");
+        let first_user = events.iter().filter(|e| e.user_id == user_ids[0]).count();
+        assert_eq!(first_user, events_of_first);
+
+        let rows: Vec<UserRow> = store
+            .scan_rows(USERS_TABLE, everything)
+            .await
+            .expect("scan rows")
+            .try_collect()
+            .await
+            .expect("rows");
+        let mut scanned: Vec<Uuid> = rows.iter().map(|row| row.user_id).collect();
+        let mut expected = user_ids.clone();
+        expected.sort_by_key(|id| id.to_string());
+        assert_eq!(scanned, expected, "rows in key order, each once");
+        scanned.dedup();
+        assert_eq!(scanned.len(), users);
+        let first = rows
+            .iter()
+            .find(|row| row.user_id == user_ids[0])
+            .expect("first user");
+        assert_eq!(
+            first.firstname(),
+            Some(format!("N{}", events_of_first - 1).as_str())
+        );
     }
 }
