@@ -61,11 +61,11 @@ struct Statements {
     project: HashMap<Vec<Column>, PreparedStatement>,
     select_events_newest: PreparedStatement,
     select_events_before: PreparedStatement,
-    select_events_after: PreparedStatement,
-    /// The write time of one event row: how a version-checked append learns the
-    /// ballot timestamp its LWT was given.
-    select_event_write_time: PreparedStatement,
-    /// The same at SERIAL consistency: settles an LWT whose outcome timed out.
+    /// The events from a version on, inclusive: what a version-checked append
+    /// re-projects after its Paxos round.
+    select_events_since: PreparedStatement,
+    /// The write time of one event row at SERIAL consistency: settles an LWT whose
+    /// outcome timed out.
     select_event_write_time_serial: PreparedStatement,
     record_login_failure: PreparedStatement,
     count_login_failures: PreparedStatement,
@@ -461,40 +461,44 @@ impl CassandraStore {
         self.write_batch(BatchType::Logged, writes).await
     }
 
-    /// Projects an already logged event (the second step of a version-checked write, and
-    /// the catch-up).
-    pub async fn project_event(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        self.write_projection(&self.statements.project, envelope)
-            .await
-    }
-
     /// Writes an event's projection with the given table's statements.
     async fn write_projection(
         &self,
         statements: &ProjectionStatements,
         envelope: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        let mut writes = projection_writes(statements, envelope)?;
-        if writes.len() == 1 {
-            let (statement, values) = writes.remove(0);
-            self.session()
-                .execute_unpaged(statement, values)
-                .await
-                .map_err(classify)?;
-            Ok(())
-        } else {
-            // Several single-column writes of one partition: an unlogged batch is one
-            // mutation, applied atomically.
-            self.write_batch(BatchType::Unlogged, writes).await
+        self.write_single_partition(projection_writes(statements, envelope)?)
+            .await
+    }
+
+    /// Sends writes of one partition: a single statement as it is, several as an
+    /// unlogged batch, which on one partition is one mutation, applied atomically.
+    async fn write_single_partition(
+        &self,
+        mut writes: Vec<(&PreparedStatement, BoundValues)>,
+    ) -> Result<(), StoreError> {
+        match writes.len() {
+            0 => Ok(()),
+            1 => {
+                let (statement, values) = writes.remove(0);
+                self.session()
+                    .execute_unpaged(statement, values)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            }
+            _ => self.write_batch(BatchType::Unlogged, writes).await,
         }
     }
 }
 
 impl CassandraStore {
     /// The version-checked write. Step 1, the check and the append as one LWT on the
-    /// user's log partition; step 2, learn the write time Paxos gave the event; step 3,
-    /// project with that write time. A crash after step 1 leaves the projection behind
-    /// the log, which [`CassandraStore::catch_up`] (and `verify --repair`) heals.
+    /// user's log partition; step 2, re-project the events from the expected version on
+    /// with the write times the log holds after the round (this includes the new event,
+    /// whose write time is the Paxos ballot's). A crash after step 1 leaves the
+    /// projection behind the log, which the next version-checked write on the user
+    /// (and `verify --repair`) heals.
     async fn append_if_latest(
         &self,
         envelope: &EventEnvelope,
@@ -520,79 +524,68 @@ impl CassandraStore {
         let applied = match outcome {
             Ok(result) => lwt_applied(result)?,
             // The LWT timed out with its outcome unknown: a SERIAL read settles it.
-            Err(err) if is_cas_timeout(&err) => {
-                self.event_write_time(envelope, true).await?.is_some()
-            }
+            Err(err) if is_cas_timeout(&err) => self.event_exists_serial(envelope).await?,
             Err(err) => return Err(classify(err)),
         };
+        // Applied or not, the round may have completed another writer's unfinished
+        // proposal, and Paxos (v1) commits such a proposal under the completing round's
+        // ballot: that event's write time in the log moves later than the one its own
+        // writer read and projected. So every round is followed by re-projecting what
+        // the log now holds from the expected version on. A loser's re-projection also
+        // heals a winner that crashed before projecting, so the 412 carries the version
+        // the log really has.
+        let reprojected = self.reproject_since(envelope.user_id, expected).await?;
         if !applied {
-            // Another writer got there first. If its projection has not landed yet (it
-            // crashed, or is still on its way), bring the row up to date so the 412
-            // carries the version the log really has.
-            self.catch_up(envelope.user_id).await?;
             return Err(StoreError::Conflict(
                 "the user has changed since that version".into(),
             ));
         }
-        let write_time = self
-            .event_write_time(envelope, false)
-            .await?
-            .ok_or_else(|| internal("an applied LWT left no event row"))?;
-        let mut written = envelope.clone();
-        written.write_time = write_time;
-        self.project_event(&written).await
+        if !reprojected.contains(&envelope.event_id) {
+            return Err(internal("an applied LWT left no event row"));
+        }
+        Ok(())
     }
 
-    /// The write time of an event's row, `None` when the row does not exist.
-    async fn event_write_time(
-        &self,
-        envelope: &EventEnvelope,
-        serial: bool,
-    ) -> Result<Option<i64>, StoreError> {
-        let statement = if serial {
-            &self.statements.select_event_write_time_serial
-        } else {
-            &self.statements.select_event_write_time
-        };
+    /// Whether an event's row exists, read at SERIAL consistency (which completes any
+    /// Paxos round in progress on the partition first).
+    async fn event_exists_serial(&self, envelope: &EventEnvelope) -> Result<bool, StoreError> {
         let result = self
             .session()
             .execute_unpaged(
-                statement,
+                &self.statements.select_event_write_time_serial,
                 (envelope.user_id, CqlTimeuuid::from(envelope.event_id)),
             )
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
         let row: Option<(Option<i64>,)> = rows.maybe_first_row().map_err(internal)?;
-        Ok(row.and_then(|(written,)| written))
+        Ok(row.is_some_and(|(written,)| written.is_some()))
     }
 
-    /// Projects every event newer than the row's version: heals a projection left
-    /// behind by an interrupted version-checked write. Idempotent (cells carry their
-    /// events' write times).
-    pub async fn catch_up(&self, user_id: Uuid) -> Result<usize, StoreError> {
-        let Some(version) = self.load_row(user_id).await?.and_then(|row| row.version()) else {
-            return Ok(0);
-        };
+    /// Projects every event of the user from `since` on (inclusive), each with the write
+    /// time its log row has now, as one mutation of the user's row. Idempotent: cells
+    /// keep the higher write time, so re-projecting what already landed changes nothing.
+    /// Returns the ids of the events projected.
+    async fn reproject_since(&self, user_id: Uuid, since: Uuid) -> Result<Vec<Uuid>, StoreError> {
         let result = self
             .session()
             .execute_unpaged(
-                &self.statements.select_events_after,
-                (user_id, CqlTimeuuid::from(version)),
+                &self.statements.select_events_since,
+                (user_id, CqlTimeuuid::from(since)),
             )
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
-        let mut healed = 0;
+        let mut events = Vec::new();
         for row in rows.rows::<EventRow>().map_err(internal)? {
-            let envelope = EventEnvelope::try_from(row.map_err(internal)?)?;
-            self.project_event(&envelope).await?;
-            healed += 1;
+            events.push(EventEnvelope::try_from(row.map_err(internal)?)?);
         }
-        if healed > 0 {
-            tracing::warn!(%user_id, healed, "projection was behind the log; caught up");
+        let mut writes = Vec::new();
+        for event in &events {
+            writes.extend(projection_writes(&self.statements.project, event)?);
         }
-        Ok(healed)
+        self.write_single_partition(writes).await?;
+        Ok(events.iter().map(|event| event.event_id).collect())
     }
 }
 
@@ -674,13 +667,8 @@ impl Statements {
                 true,
             )
             .await?,
-            select_events_after: prepare(
-                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id > ?"),
-                true,
-            )
-            .await?,
-            select_event_write_time: prepare(
-                "SELECT WRITETIME(payload) FROM user_events WHERE userid = ? AND event_id = ?".into(),
+            select_events_since: prepare(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id >= ?"),
                 true,
             )
             .await?,
