@@ -325,6 +325,7 @@ backend_tests!(
 mod cassandra_crash_points {
     use crate::support::{Backend, Raw, TEST_KEYSPACE, problem, spawn_app};
     use killrvideo_users::clock::EventClock;
+    use killrvideo_users::domain::events::{event_id_at, event_micros};
     use reqwest::StatusCode;
     use scylla::value::CqlTimeuuid;
     use serde_json::json;
@@ -385,5 +386,64 @@ mod cassandra_crash_points {
             .put_me_if_match(&user.token, fresh, &json!({"firstname": "Late"}))
             .await;
         assert_eq!(retried.status(), StatusCode::OK);
+    }
+    /// A writer died between its proposal's accept and its commit, and a later round
+    /// completed the proposal under its own ballot: the log now holds an event *older*
+    /// than the current version with the highest write time, and `head` names it. The
+    /// next conflicting writer projects it (re-projecting only from its own expected
+    /// version would miss it, and every retry with the table's ETag would be 412).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_event_completed_under_a_new_ballot_is_projected_by_the_next_conflict() {
+        let app = spawn_app(Backend::Cassandra).await;
+        let user = app.register_user().await;
+        let etag = app.etag(&user.token).await;
+        let version = app.row(user.id).await.unwrap().version().unwrap();
+        let Raw::Cassandra(store) = &app.raw else {
+            unreachable!()
+        };
+
+        // What the completion leaves: an event id from before the current version,
+        // written (row and head) with a later write time than anything so far.
+        let version_micros = event_micros(version).unwrap();
+        let completed = event_id_at(version_micros - 1_000, 7, [1, 2, 3, 4, 5, 6]);
+        let ballot_micros = chrono::Utc::now().timestamp_micros();
+        store
+            .session()
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {TEST_KEYSPACE}.user_events (userid, event_id, event_type, \
+                     schema_version, payload, actor, head) VALUES (?, ?, 'ProfileUpdated', 1, ?, ?, ?) \
+                     USING TIMESTAMP ?"
+                ),
+                (
+                    user.id,
+                    CqlTimeuuid::from(completed),
+                    r#"{"firstname":{"from":"John","to":"Completed"}}"#,
+                    format!("user:{}", user.id),
+                    CqlTimeuuid::from(completed),
+                    ballot_micros,
+                ),
+            )
+            .await
+            .unwrap();
+
+        let response = app
+            .put_me_if_match(&user.token, &etag, &json!({"firstname": "Next"}))
+            .await;
+        let body = problem(response, StatusCode::PRECONDITION_FAILED).await;
+        assert_eq!(body["current"]["firstname"], "Completed");
+        let row = app.row(user.id).await.unwrap();
+        assert_eq!(
+            row.version(),
+            Some(completed),
+            "the head event was projected"
+        );
+        assert_eq!(row.firstname(), Some("Completed"));
+        let fresh = body["current_etag"].as_str().unwrap();
+        let retried = app
+            .put_me_if_match(&user.token, fresh, &json!({"firstname": "Next"}))
+            .await;
+        assert_eq!(retried.status(), StatusCode::OK);
+        assert_eq!(app.row(user.id).await.unwrap().firstname(), Some("Next"));
     }
 }

@@ -367,6 +367,8 @@ struct EventRow {
     actor: String,
     request_id: Option<String>,
     written_at: i64,
+    /// The partition's `head` (static): the event with the highest write time.
+    head: Option<CqlTimeuuid>,
 }
 
 impl TryFrom<EventRow> for EventEnvelope {
@@ -387,9 +389,9 @@ impl TryFrom<EventRow> for EventEnvelope {
     }
 }
 
-/// The event columns as read back, the payload's write time last.
-const EVENT_COLUMNS: &str =
-    "userid, event_id, event_type, schema_version, payload, actor, request_id, WRITETIME(payload)";
+/// The event columns as read back, then the payload's write time and the log's head.
+const EVENT_COLUMNS: &str = "userid, event_id, event_type, schema_version, payload, actor, \
+     request_id, WRITETIME(payload), head";
 /// The event columns as written.
 const EVENT_INSERT_COLUMNS: &str =
     "userid, event_id, event_type, schema_version, payload, actor, request_id";
@@ -531,7 +533,8 @@ impl CassandraStore {
         // proposal, and Paxos (v1) commits such a proposal under the completing round's
         // ballot: that event's write time in the log moves later than the one its own
         // writer read and projected. So every round is followed by re-projecting what
-        // the log now holds from the expected version on. A loser's re-projection also
+        // the log now holds from the expected version on (or from the head, when a
+        // completed proposal has made an older event the head). A loser's re-projection also
         // heals a winner that crashed before projecting, so the 412 carries the version
         // the log really has.
         let reprojected = self.reproject_since(envelope.user_id, expected).await?;
@@ -562,11 +565,37 @@ impl CassandraStore {
         Ok(row.is_some_and(|(written,)| written.is_some()))
     }
 
-    /// Projects every event of the user from `since` on (inclusive), each with the write
-    /// time its log row has now, as one mutation of the user's row. Idempotent: cells
-    /// keep the higher write time, so re-projecting what already landed changes nothing.
-    /// Returns the ids of the events projected.
-    async fn reproject_since(&self, user_id: Uuid, since: Uuid) -> Result<Vec<Uuid>, StoreError> {
+    /// Projects every event of the user from `expected` on (inclusive), each with the
+    /// write time its log row has now, as one mutation of the user's row. Idempotent:
+    /// cells keep the higher write time, so re-projecting what already landed changes
+    /// nothing. Returns the ids of the events projected.
+    async fn reproject_since(
+        &self,
+        user_id: Uuid,
+        expected: Uuid,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let (mut events, head) = self.events_since(user_id, expected).await?;
+        // `head` names the event with the highest write time. If it is not among the
+        // events from `expected` on, it is an older one that a round has just completed
+        // under a new ballot (its writer died between the accept and the commit, say):
+        // re-project from there.
+        if let Some(head) = head.filter(|head| events.iter().all(|e| e.event_id != *head)) {
+            events = self.events_since(user_id, head).await?.0;
+        }
+        let mut writes = Vec::new();
+        for event in &events {
+            writes.extend(projection_writes(&self.statements.project, event)?);
+        }
+        self.write_single_partition(writes).await?;
+        Ok(events.iter().map(|event| event.event_id).collect())
+    }
+
+    /// The user's events from `since` on (inclusive), and the log's head.
+    async fn events_since(
+        &self,
+        user_id: Uuid,
+        since: Uuid,
+    ) -> Result<(Vec<EventEnvelope>, Option<Uuid>), StoreError> {
         let result = self
             .session()
             .execute_unpaged(
@@ -576,16 +605,13 @@ impl CassandraStore {
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
-        let mut events = Vec::new();
+        let (mut events, mut head) = (Vec::new(), None);
         for row in rows.rows::<EventRow>().map_err(internal)? {
-            events.push(EventEnvelope::try_from(row.map_err(internal)?)?);
+            let row = row.map_err(internal)?;
+            head = row.head.map(Uuid::from);
+            events.push(EventEnvelope::try_from(row)?);
         }
-        let mut writes = Vec::new();
-        for event in &events {
-            writes.extend(projection_writes(&self.statements.project, event)?);
-        }
-        self.write_single_partition(writes).await?;
-        Ok(events.iter().map(|event| event.event_id).collect())
+        Ok((events, head))
     }
 }
 
