@@ -534,9 +534,9 @@ impl CassandraStore {
         // ballot: that event's write time in the log moves later than the one its own
         // writer read and projected. So every round is followed by re-projecting what
         // the log now holds from the expected version on (or from the head, when a
-        // completed proposal has made an older event the head). A loser's re-projection also
-        // heals a winner that crashed before projecting, so the 412 carries the version
-        // the log really has.
+        // completed proposal has made an older event the head). A loser's
+        // re-projection also heals a winner that crashed before projecting, so the 412
+        // carries the version the log really has.
         let reprojected = self.reproject_since(envelope.user_id, expected).await?;
         if !applied {
             return Err(StoreError::Conflict(
@@ -580,6 +580,11 @@ impl CassandraStore {
         // under a new ballot (its writer died between the accept and the commit, say):
         // re-project from there.
         if let Some(head) = head.filter(|head| events.iter().all(|e| e.event_id != *head)) {
+            tracing::warn!(
+                %user_id,
+                %head,
+                "the log's head is older than the expected version; re-projecting from it"
+            );
             events = self.events_since(user_id, head).await?.0;
         }
         let mut writes = Vec::new();
