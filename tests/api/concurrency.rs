@@ -323,25 +323,39 @@ backend_tests!(
 /// Crash points that only exist on Cassandra, where a version-checked write is two
 /// steps (the embedded store does both in one transaction).
 mod cassandra_crash_points {
-    use crate::support::{Backend, Raw, TEST_KEYSPACE, problem, spawn_app};
+    use crate::support::{Backend, Raw, TEST_KEYSPACE, TestApp, TestUser, problem, spawn_app};
     use killrvideo_users::clock::EventClock;
     use killrvideo_users::domain::events::{event_id_at, event_micros};
+    use killrvideo_users::store::cassandra::CassandraStore;
     use reqwest::StatusCode;
     use scylla::value::CqlTimeuuid;
     use serde_json::json;
+    use uuid::Uuid;
+
+    /// A registered user on Cassandra, with their ETag and the version it names.
+    async fn registered_user() -> (TestApp, TestUser, String, Uuid) {
+        let app = spawn_app(Backend::Cassandra).await;
+        let user = app.register_user().await;
+        let etag = app.etag(&user.token).await;
+        let version = app.row(user.id).await.unwrap().version().unwrap();
+        (app, user, etag, version)
+    }
+
+    /// The app's store, to write the log behind the service's back.
+    fn cassandra(app: &TestApp) -> &CassandraStore {
+        let Raw::Cassandra(store) = &app.raw else {
+            unreachable!("the app runs on Cassandra")
+        };
+        store
+    }
 
     /// The writer died after its LWT appended the event and before it projected it: the
     /// next conflicting writer catches the projection up, and its 412 carries the version
     /// the log really has.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_appended_without_its_projection_is_caught_up_by_the_next_conflict() {
-        let app = spawn_app(Backend::Cassandra).await;
-        let user = app.register_user().await;
-        let stale = app.etag(&user.token).await;
-        let version = app.row(user.id).await.unwrap().version().unwrap();
-        let Raw::Cassandra(store) = &app.raw else {
-            unreachable!()
-        };
+        let (app, user, stale, version) = registered_user().await;
+        let store = cassandra(&app);
 
         // Step 1 of a version-checked write, and nothing after it.
         let orphan = EventClock::new().next_event_id();
@@ -394,13 +408,8 @@ mod cassandra_crash_points {
     /// version would miss it, and every retry with the table's ETag would be 412).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_older_event_completed_under_a_new_ballot_is_projected_by_the_next_conflict() {
-        let app = spawn_app(Backend::Cassandra).await;
-        let user = app.register_user().await;
-        let etag = app.etag(&user.token).await;
-        let version = app.row(user.id).await.unwrap().version().unwrap();
-        let Raw::Cassandra(store) = &app.raw else {
-            unreachable!()
-        };
+        let (app, user, etag, version) = registered_user().await;
+        let store = cassandra(&app);
 
         // What the completion leaves: an event id from before the current version,
         // written (row and head) with a later write time than anything so far.
