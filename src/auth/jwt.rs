@@ -43,7 +43,22 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Tokens whose signature has already been checked: see [`JwtKeys::verify`].
+    verified: quick_cache::sync::Cache<Box<str>, VerifiedToken>,
 }
+
+/// What a token that passed verification still needs checking on its next use.
+#[derive(Debug, Clone, Copy)]
+struct VerifiedToken {
+    user_id: Uuid,
+    /// `exp`, seconds since the epoch.
+    expires: i64,
+}
+
+/// Verified tokens remembered at once. A client sends the same token on every request
+/// until it expires, so this covers that many concurrently active sessions; beyond it
+/// the least useful entries go, and their next request is verified again.
+const VERIFIED_TOKENS: usize = 16 * 1024;
 
 impl JwtKeys {
     /// Keys for an HS256 secret and a token lifetime.
@@ -60,6 +75,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         }
     }
 
@@ -86,13 +102,50 @@ impl JwtKeys {
     }
 
     /// Checks signature, algorithm and times, and returns the user id.
+    ///
+    /// A token that passed once is remembered by its exact text, so the signature and
+    /// the claims are checked once per token rather than once per request (they were
+    /// a tenth of the request path's CPU: docs/performance.md). Only the expiry depends
+    /// on when the token is used, and it is checked on every use, with the same leeway.
+    /// A remembered entry cannot admit anything the full check would refuse: the key is
+    /// the whole token, signature included, and the secret does not change while the
+    /// process runs.
     pub fn verify(&self, token: &str) -> Result<Uuid, TokenError> {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        self.verify_at(token, now)
+    }
+
+    /// [`JwtKeys::verify`] with a remembered token's expiry judged at `now` (seconds
+    /// since the epoch); a token not yet remembered is checked at the real time.
+    fn verify_at(&self, token: &str, now: i64) -> Result<Uuid, TokenError> {
+        if let Some(known) = self.verified.get(token) {
+            return if self.expired(known.expires, now) {
+                self.verified.remove(token);
+                Err(TokenError::Expired)
+            } else {
+                Ok(known.user_id)
+            };
+        }
+        let known = self.verify_signature_and_claims(token)?;
+        self.verified.insert(token.into(), known);
+        Ok(known.user_id)
+    }
+
+    /// Past `exp` by more than the leeway, as `jsonwebtoken` judges it.
+    fn expired(&self, expires: i64, now: i64) -> bool {
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        expires < now.saturating_sub(leeway)
+    }
+
+    /// The full check: signature, algorithm, `exp`, `nbf` and the subject.
+    fn verify_signature_and_claims(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        // Only the subject is read: `exp` is checked by the validation, and the roles
-        // are never trusted, so they are not even parsed.
+        // Only the subject and the expiry are read: the roles are never trusted, so they
+        // are not even parsed.
         #[derive(Deserialize)]
         struct Subject {
             sub: String,
+            exp: i64,
         }
         let data = jsonwebtoken::decode::<Subject>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
@@ -100,7 +153,11 @@ impl JwtKeys {
                 ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => TokenError::BadSubject,
                 _ => TokenError::Invalid,
             })?;
-        Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadSubject)
+        let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadSubject)?;
+        Ok(VerifiedToken {
+            user_id,
+            expires: data.claims.exp,
+        })
     }
 }
 
@@ -153,5 +210,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keys.verify(&token), Err(TokenError::BadSubject));
+    }
+
+    /// A remembered token still expires, and is forgotten when it does.
+    #[test]
+    fn a_remembered_token_is_refused_once_expired() {
+        let keys = JwtKeys::new(SECRET, Duration::from_secs(60));
+        let user = Uuid::new_v4();
+        let now = Utc::now();
+        let token = keys.issue(user, "viewer", now).unwrap();
+        assert_eq!(keys.verify(&token), Ok(user));
+        let exp = now.timestamp() + 60;
+        // Within the leeway it is still good; past it, refused.
+        assert_eq!(keys.verify_at(&token, exp + 5), Ok(user));
+        assert_eq!(keys.verify_at(&token, exp + 6), Err(TokenError::Expired));
+        assert!(keys.verified.get(token.as_str()).is_none());
+    }
+
+    /// Remembering a token admits only that exact token: one with the same claims and
+    /// a different signature is still refused.
+    #[test]
+    fn a_remembered_token_does_not_vouch_for_a_tampered_copy() {
+        let keys = JwtKeys::new(SECRET, Duration::from_secs(60));
+        let user = Uuid::new_v4();
+        let token = keys.issue(user, "viewer", Utc::now()).unwrap();
+        assert_eq!(keys.verify(&token), Ok(user));
+        let (unsigned, signature) = token.rsplit_once('.').unwrap();
+        let mut forged_signature = signature.to_owned().into_bytes();
+        forged_signature[0] = if forged_signature[0] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let forged = format!(
+            "{unsigned}.{}",
+            String::from_utf8(forged_signature).unwrap()
+        );
+        assert_eq!(keys.verify(&forged), Err(TokenError::Invalid));
+        assert_eq!(keys.verify(&token), Ok(user));
     }
 }
