@@ -180,9 +180,8 @@ fn spawn_checkpointer(
 ) -> Result<(), StoreError> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
-    let database_file = std::fs::File::open(path).map_err(|err| {
-        StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
-    })?;
+    let database_file = std::fs::File::open(path)
+        .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
     let checkpoint_and_sync = move |connection: &Connection| {
         let frames = checkpoint_passive(connection)?;
         if let Err(err) = database_file.sync_data() {
