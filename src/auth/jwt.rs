@@ -212,14 +212,21 @@ mod tests {
         assert_eq!(keys.verify(&token), Err(TokenError::BadSubject));
     }
 
+    /// Keys with a 60 s lifetime and a token issued at `now`, verified once so that
+    /// the keys remember it.
+    fn remembered_token(now: DateTime<Utc>) -> (JwtKeys, Uuid, String) {
+        let keys = JwtKeys::new(SECRET, Duration::from_secs(60));
+        let user = Uuid::new_v4();
+        let token = keys.issue(user, "viewer", now).unwrap();
+        assert_eq!(keys.verify(&token), Ok(user));
+        (keys, user, token)
+    }
+
     /// A remembered token still expires, and is forgotten when it does.
     #[test]
     fn a_remembered_token_is_refused_once_expired() {
-        let keys = JwtKeys::new(SECRET, Duration::from_secs(60));
-        let user = Uuid::new_v4();
         let now = Utc::now();
-        let token = keys.issue(user, "viewer", now).unwrap();
-        assert_eq!(keys.verify(&token), Ok(user));
+        let (keys, user, token) = remembered_token(now);
         let exp = now.timestamp() + 60;
         // Within the leeway it is still good; past it, refused.
         assert_eq!(keys.verify_at(&token, exp + 5), Ok(user));
@@ -231,10 +238,7 @@ mod tests {
     /// a different signature is still refused.
     #[test]
     fn a_remembered_token_does_not_vouch_for_a_tampered_copy() {
-        let keys = JwtKeys::new(SECRET, Duration::from_secs(60));
-        let user = Uuid::new_v4();
-        let token = keys.issue(user, "viewer", Utc::now()).unwrap();
-        assert_eq!(keys.verify(&token), Ok(user));
+        let (keys, user, token) = remembered_token(Utc::now());
         let (unsigned, signature) = token.rsplit_once('.').unwrap();
         let mut forged_signature = signature.to_owned().into_bytes();
         forged_signature[0] = if forged_signature[0] == b'A' {
