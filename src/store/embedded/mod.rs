@@ -57,7 +57,17 @@ pub struct EmbeddedStore {
 /// Read connections per store: two cores, a few readers keep them busy.
 const READERS: usize = 4;
 /// Page cache of the database thread's connection, in KiB (SQLite's default is 2 MiB).
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+///
+/// Bigger is not free. When a b-tree page splits, SQLite swaps page numbers through a
+/// temporary one, the "pending byte" page (1 GiB / page size + 1), and the cache then
+/// believes it holds a page that far out. The commit that follows truncates the cache
+/// to the database's size and, finding its largest key so far past the end, walks the
+/// whole hash table of cached pages. With the event log splitting a page every dozen
+/// updates of a user, that is most commits: at 64 MiB (16k pages) the walk was 9% of
+/// this thread, and the embedded driver floor ran 16% faster at 8 MiB
+/// (docs/performance.md). 8 MiB still holds 2,048 pages: the users rows and the tails
+/// of the event log of a couple of thousand active users.
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// How much of the database file each connection may map.
 const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
