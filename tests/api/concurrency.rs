@@ -401,6 +401,7 @@ mod cassandra_crash_points {
             .await;
         assert_eq!(retried.status(), StatusCode::OK);
     }
+
     /// A writer died between its proposal's accept and its commit, and a later round
     /// completed the proposal under its own ballot: the log now holds an event *older*
     /// than the current version with the highest write time, and `head` names it. The

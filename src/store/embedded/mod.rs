@@ -192,12 +192,17 @@ fn spawn_checkpointer(
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     let database_file = std::fs::File::open(path)
         .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
-    let checkpoint_and_sync = move |connection: &Connection| {
-        let frames = checkpoint_passive(connection)?;
-        if let Err(err) = database_file.sync_data() {
+    // An idle store's passes copy nothing; the file is synced only when a pass saw the
+    // WAL move, so an idle service does not flush the disk twice a second.
+    let mut last_seen = None;
+    let mut checkpoint_and_sync = move |connection: &Connection| {
+        let progress = checkpoint_passive(connection)?;
+        if last_seen.replace(progress) != Some(progress)
+            && let Err(err) = database_file.sync_data()
+        {
             tracing::warn!(error = %err, "syncing the database file after a checkpoint failed");
         }
-        Ok::<_, rusqlite::Error>(frames)
+        Ok::<_, rusqlite::Error>(progress.frames)
     };
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -235,10 +240,24 @@ const CATCH_UP_PASSES: usize = 4;
 /// A pass this quick leaves little for the database thread to do.
 const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// One passive checkpoint; returns the frames in the WAL.
-fn checkpoint_passive(connection: &Connection) -> rusqlite::Result<i64> {
+/// Where a checkpoint left the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WalProgress {
+    /// Frames in the WAL.
+    frames: i64,
+    /// Of those, frames copied back into the database file.
+    copied: i64,
+}
+
+/// One passive checkpoint.
+fn checkpoint_passive(connection: &Connection) -> rusqlite::Result<WalProgress> {
     // The row is (busy, frames in the WAL, frames copied back).
-    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(WalProgress {
+            frames: row.get(1)?,
+            copied: row.get(2)?,
+        })
+    })
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
