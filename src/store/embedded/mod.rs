@@ -160,6 +160,12 @@ impl EmbeddedStore {
 /// How often the background checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How often, between checkpoints, the checkpointer writes the WAL out to disk.
+const WAL_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// WAL syncs per checkpoint pass, the last of them being the pass's own.
+const WAL_SYNCS_PER_PASS: u128 = CHECKPOINT_EVERY.as_millis() / WAL_SYNC_EVERY.as_millis();
+
 /// WAL length (in 4 KiB frames) past which the checkpointer has the WAL start over.
 const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 
@@ -183,6 +189,11 @@ const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 /// last hand-over to write out, and took about 25 ms, during which no request was
 /// served. Synced here, off the request path, what is left for the catch-up's sync is
 /// only the pages it copies itself.
+///
+/// Between two passes the WAL is synced every WAL_SYNC_EVERY ([`WalWriteback`]). A
+/// checkpoint begins by syncing the WAL, and without these syncs that one wrote out
+/// half a second of commits at once (tens of MB at full load): a burst of disk work
+/// that left requests waiting for tens of milliseconds (docs/performance.md).
 fn spawn_checkpointer(
     path: &Path,
     alive: std::sync::Weak<Vec<Mutex<Connection>>>,
@@ -192,6 +203,7 @@ fn spawn_checkpointer(
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     let database_file = std::fs::File::open(path)
         .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
+    let mut wal_writeback = WalWriteback::new(wal_path(path));
     // An idle store's passes copy nothing; the file is synced only when a pass saw the
     // WAL move, so an idle service does not flush the disk twice a second.
     let mut last_seen = None;
@@ -208,7 +220,11 @@ fn spawn_checkpointer(
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while alive.upgrade().is_some() {
-                std::thread::sleep(CHECKPOINT_EVERY);
+                for _ in 1..WAL_SYNCS_PER_PASS {
+                    std::thread::sleep(WAL_SYNC_EVERY);
+                    wal_writeback.sync_if_written();
+                }
+                std::thread::sleep(WAL_SYNC_EVERY);
                 match checkpoint_and_sync(&connection) {
                     Ok(frames) if frames > RESTART_WAL_FRAMES => {
                         // What the database thread copies and syncs is whatever was
@@ -239,6 +255,58 @@ fn spawn_checkpointer(
 const CATCH_UP_PASSES: usize = 4;
 /// A pass this quick leaves little for the database thread to do.
 const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The WAL file's path: SQLite names it after the database.
+fn wal_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Writes the WAL out to disk a little at a time, so that the sync a checkpoint starts
+/// with finds little left to write. Durability never depends on it: with
+/// `synchronous=NORMAL` SQLite syncs the WAL itself before every checkpoint.
+struct WalWriteback {
+    path: PathBuf,
+    /// Opened once it exists (SQLite creates it at the first write).
+    file: Option<std::fs::File>,
+    /// Length and modification time at the last sync: an unchanged WAL is not synced,
+    /// so an idle store does not flush the disk ten times a second.
+    last_synced: Option<(u64, Option<std::time::SystemTime>)>,
+}
+
+impl WalWriteback {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: None,
+            last_synced: None,
+        }
+    }
+
+    /// Syncs the WAL's data if it was written since the last sync; `true` when it did.
+    fn sync_if_written(&mut self) -> bool {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        let Some(file) = &self.file else {
+            return false;
+        };
+        let Ok(metadata) = file.metadata() else {
+            return false;
+        };
+        let stamp = (metadata.len(), metadata.modified().ok());
+        if self.last_synced == Some(stamp) {
+            return false;
+        }
+        if let Err(err) = file.sync_data() {
+            tracing::warn!(error = %err, "syncing the WAL between checkpoints failed");
+            return false;
+        }
+        self.last_synced = Some(stamp);
+        true
+    }
+}
 
 /// Where a checkpoint left the WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -929,6 +997,25 @@ mod tests {
     use crate::clock::EventClock;
     use crate::domain::events::{FieldChange, ProfileUpdated};
     use futures::TryStreamExt;
+
+    /// The WAL is synced between checkpoints only when it was written since the last
+    /// sync, and not before SQLite has created it.
+    #[test]
+    fn the_wal_is_synced_only_after_writes() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = dir.path().join("x.db");
+        assert_eq!(wal_path(&database), dir.path().join("x.db-wal"));
+        let mut writeback = WalWriteback::new(wal_path(&database));
+        assert!(!writeback.sync_if_written(), "no WAL yet");
+
+        let mut wal = std::fs::File::create(wal_path(&database)).expect("create");
+        wal.write_all(&[1; 4096]).expect("write");
+        assert!(writeback.sync_if_written(), "first sync of a written WAL");
+        assert!(!writeback.sync_if_written(), "nothing written since");
+        wal.write_all(&[2; 4096]).expect("write");
+        assert!(writeback.sync_if_written(), "written again");
+    }
 
     fn renamed(user_id: Uuid, clock: &EventClock, to: String) -> EventEnvelope {
         EventEnvelope::new(
