@@ -2,6 +2,8 @@
 //! The Cassandra cases run against the real server of `scripts/cassandra`.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_killrvideo-users");
@@ -292,10 +294,36 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Counts, from the server's debug log, the registrations it has begun and finished
+/// (not the readiness probes logged before them).
+fn count_registrations(stderr: std::process::ChildStderr) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use std::io::BufRead;
+    let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (started_count, finished_count) = (started.clone(), finished.clone());
+    std::thread::spawn(move || {
+        let lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        for line in lines.filter(|line| line.contains("/api/v1/users/register")) {
+            if line.contains("started processing request") {
+                started_count.fetch_add(1, Ordering::SeqCst);
+            } else if line.contains("finished processing request") {
+                finished_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (started, finished)
+}
+
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = serve_embedded(data_dir.path(), &[]);
+    // tower_http logs at debug when the server begins a request: SIGTERM is sent only
+    // once all of them have begun, not after a guessed delay (a request still on its
+    // way in may rightly be refused).
+    let (mut child, port) =
+        serve_embedded(data_dir.path(), &[("RUST_LOG", "info,tower_http=debug")]);
+    let (started, finished) = count_registrations(child.stderr.take().expect("stderr"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let statuses = runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -320,8 +348,16 @@ fn sigterm_lets_in_flight_requests_finish() {
                 })
             })
             .collect();
-        // Let every request reach the server, then ask it to stop.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Wait until the server has begun every request, then ask it to stop.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while started.load(Ordering::SeqCst) < 24 {
+            assert!(Instant::now() < deadline, "the server never began all 24 requests");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            finished.load(Ordering::SeqCst) < 24,
+            "some requests must still be in flight at SIGTERM for this test to mean anything"
+        );
         let pid = child.id().to_string();
         tokio::task::spawn_blocking(move || Command::new("kill").arg("-TERM").arg(pid).status().unwrap())
             .await
