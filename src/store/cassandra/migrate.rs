@@ -9,6 +9,7 @@
 use super::{CassandraOptions, classify, open_session};
 use crate::store::StoreError;
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
 use scylla::value::CqlValue;
 use std::time::Duration;
 use uuid::Uuid;
@@ -93,9 +94,23 @@ fn ddl_error(err: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("migration failed: {err}"))
 }
 
+/// How long one schema statement (DDL, or the lease's lightweight transaction) may
+/// take. A schema change is acknowledged only once the new schema has settled, which on
+/// a busy node takes seconds: far longer than the request path's timeout
+/// (`KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT`, 2 s), which made `migrate` fail on a
+/// loaded server.
+const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A statement of the migration, with the schema statement timeout.
+fn schema_statement(cql: impl Into<String>) -> Statement {
+    let mut statement = Statement::new(cql.into());
+    statement.set_request_timeout(Some(SCHEMA_STATEMENT_TIMEOUT));
+    statement
+}
+
 async fn run(session: &Session, cql: &str) -> Result<(), StoreError> {
     session
-        .query_unpaged(cql, ())
+        .query_unpaged(schema_statement(cql), ())
         .await
         .map(|_| ())
         .map_err(|err| match classify(err) {
@@ -160,7 +175,7 @@ async fn acquire_lease(session: &Session, ks: &str, owner: Uuid) -> Result<(), S
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_TTL_SECONDS as u64 + 10);
     loop {
         let result = session
-            .query_unpaged(claim.as_str(), (owner,))
+            .query_unpaged(schema_statement(claim.as_str()), (owner,))
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(ddl_error)?;
@@ -181,7 +196,10 @@ async fn acquire_lease(session: &Session, ks: &str, owner: Uuid) -> Result<(), S
 async fn release_lease(session: &Session, ks: &str, owner: Uuid) {
     let release =
         format!("DELETE FROM {ks}.schema_migration_lease WHERE name = 'migrate' IF owner = ?");
-    if let Err(err) = session.query_unpaged(release.as_str(), (owner,)).await {
+    if let Err(err) = session
+        .query_unpaged(schema_statement(release), (owner,))
+        .await
+    {
         tracing::warn!(error = %err, "could not release the migration lease; it expires by itself");
     }
 }
@@ -225,7 +243,7 @@ async fn apply_pending(session: &Session, ks: &str) -> Result<MigrationReport, S
         }
         session
             .query_unpaged(
-                format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))"),
+                schema_statement(format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))")),
                 (migration.version, migration.name),
             )
             .await
@@ -265,6 +283,16 @@ pub async fn ensure_migrated(session: &Session, ks: &str) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_statements_outwait_the_request_timeout() {
+        let statement = schema_statement("CREATE TABLE IF NOT EXISTS ks.t (k int PRIMARY KEY)");
+        assert_eq!(
+            statement.get_request_timeout(),
+            Some(SCHEMA_STATEMENT_TIMEOUT)
+        );
+        assert!(SCHEMA_STATEMENT_TIMEOUT > Duration::from_secs(2));
+    }
 
     #[test]
     fn statements_drop_comments_and_split() {
