@@ -97,8 +97,8 @@ fn ddl_error(err: impl std::fmt::Display) -> StoreError {
 /// How long one schema statement (DDL, or the lease's lightweight transaction) may
 /// take. A schema change is acknowledged only once the new schema has settled, which on
 /// a busy node takes seconds: far longer than the request path's timeout
-/// (`KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT`, 2 s), which made `migrate` fail on a
-/// loaded server.
+/// (`KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT`, 2 s by default), which made `migrate`
+/// fail on a loaded server.
 const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A statement of the migration, with the schema statement timeout.
