@@ -317,6 +317,7 @@ fn count_registrations(stderr: std::process::ChildStderr) -> (Arc<AtomicUsize>, 
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
+    const REGISTRATIONS: usize = 24;
     let data_dir = tempfile::tempdir().unwrap();
     // tower_http logs at debug when the server begins a request: SIGTERM is sent only
     // once all of them have begun, not after a guessed delay (a request still on its
@@ -329,7 +330,7 @@ fn sigterm_lets_in_flight_requests_finish() {
         let client = reqwest::Client::new();
         // Registrations hash passwords, one per core at a time: two dozen of them keep
         // the server busy for a good while.
-        let requests: Vec<_> = (0..24)
+        let requests: Vec<_> = (0..REGISTRATIONS)
             .map(|i| {
                 let client = client.clone();
                 tokio::spawn(async move {
@@ -350,12 +351,12 @@ fn sigterm_lets_in_flight_requests_finish() {
             .collect();
         // Wait until the server has begun every request, then ask it to stop.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while started.load(Ordering::SeqCst) < 24 {
-            assert!(Instant::now() < deadline, "the server never began all 24 requests");
+        while started.load(Ordering::SeqCst) < REGISTRATIONS {
+            assert!(Instant::now() < deadline, "the server never began every request");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            finished.load(Ordering::SeqCst) < 24,
+            finished.load(Ordering::SeqCst) < REGISTRATIONS,
             "some requests must still be in flight at SIGTERM for this test to mean anything"
         );
         let pid = child.id().to_string();
