@@ -75,6 +75,19 @@ if rounds:
                 lines.append(f"| {backend} | {n} | {service_round['throughput_rps']:.0f} | {floor_round['throughput_rps']:.0f} | "
                              f"{service_round['throughput_rps'] / floor_round['throughput_rps']:.0%} |")
     lines.append("")
+    half_rounds = [(backend, n, rounds.get(f"{backend}-put-half-peak-r{n}"), rounds.get(f"{backend}-floor-half-peak-r{n}"))
+                   for backend in ("embedded", "cassandra") for n in range(1, 10)]
+    half_rounds = [row for row in half_rounds if row[2] and row[3]]
+    if half_rounds:
+        lines.append("Half-peak rounds (service and floor alternate at the same arrival rate; the table above "
+                     "shows each side's round with the median p99):\n")
+        lines.append("| backend | round | rate (req/s) | service p90 ms | service p99 ms | floor p90 ms | floor p99 ms |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for backend, n, service_round, floor_round in half_rounds:
+            lines.append(f"| {backend} | {n} | {service_round['rate']} | {service_round['latency_ms']['p90']:.2f} | "
+                         f"{service_round['latency_ms']['p99']:.2f} | {floor_round['latency_ms']['p90']:.2f} | "
+                         f"{floor_round['latency_ms']['p99']:.2f} |")
+        lines.append("")
 
 service, floor = runs.get("cassandra-put-c32"), runs.get("cassandra-floor-c32")
 targets = []
