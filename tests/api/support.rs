@@ -13,7 +13,6 @@ use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migra
 use killrvideo_users::store::embedded::EmbeddedStore;
 use killrvideo_users::store::{EventPage, Precondition, SharedProjectionStore, SharedStore};
 use reqwest::{Response, StatusCode};
-use scylla::statement::unprepared::Statement;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -469,11 +468,10 @@ impl TestApp {
         if let Raw::Cassandra(store) = &self.raw
             && self.keyspace != TEST_KEYSPACE
         {
-            // A schema change is acknowledged only once the schema has settled, which
-            // takes seconds on a busy node: with the store's 2 s request timeout these
-            // drops failed unnoticed and the keyspaces piled up on developers' servers.
-            let mut drop = Statement::new(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace));
-            drop.set_request_timeout(Some(Duration::from_secs(30)));
+            // With the store's 2 s request timeout these drops failed unnoticed on a busy
+            // node and the keyspaces piled up on developers' servers.
+            let drop =
+                migrate::schema_statement(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace));
             if let Err(err) = store.session().query_unpaged(drop, ()).await {
                 eprintln!("could not drop test keyspace {}: {err}", self.keyspace);
             }

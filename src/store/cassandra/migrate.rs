@@ -101,8 +101,9 @@ fn ddl_error(err: impl std::fmt::Display) -> StoreError {
 /// fail on a loaded server.
 const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A statement of the migration, with the schema statement timeout.
-fn schema_statement(cql: impl Into<String>) -> Statement {
+/// A schema statement (of the migration, or a test dropping its keyspace), with the
+/// schema statement timeout.
+pub fn schema_statement(cql: impl Into<String>) -> Statement {
     let mut statement = Statement::new(cql.into());
     statement.set_request_timeout(Some(SCHEMA_STATEMENT_TIMEOUT));
     statement
