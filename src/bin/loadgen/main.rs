@@ -88,6 +88,11 @@ struct LoadArgs {
     /// Write the JSON result here too.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Add a timeline to the result: requests and worst latency per 100 ms of the
+    /// measured period, by when each request started (or was due), to see when a tail
+    /// happened and line it up with the database's logs.
+    #[arg(long)]
+    timeline: bool,
 }
 
 impl LoadArgs {
@@ -146,7 +151,24 @@ struct Report {
     latency_ms: BTreeMap<&'static str, f64>,
     statuses: BTreeMap<String, u64>,
     errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Timeline>,
 }
+
+/// Per-window view of the measured period (`--timeline`).
+#[derive(Serialize)]
+struct Timeline {
+    /// Wall-clock time (Unix seconds) at which the measured period began.
+    start_unix_s: f64,
+    window_ms: u64,
+    /// Requests started (or due) in each window.
+    requests: Vec<u64>,
+    /// The worst latency among them, in ms.
+    max_ms: Vec<f64>,
+}
+
+/// Width of a timeline window.
+const TIMELINE_WINDOW: Duration = Duration::from_millis(100);
 
 /// One operation's outcome: a status (HTTP status, or `ok`/`conflict`/an error name for
 /// the floor) and whether it counts as an error.
@@ -161,11 +183,21 @@ struct Recorder {
     statuses: std::sync::Mutex<BTreeMap<String, u64>>,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Start of the measured period, and when it was on the wall clock.
+    measure_from: Instant,
+    measure_from_wall: std::time::SystemTime,
+    /// (requests, worst latency in µs) per [`TIMELINE_WINDOW`].
+    windows: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 impl Recorder {
-    fn new() -> Arc<Self> {
+    fn new(measure_from: Instant) -> Arc<Self> {
+        let measure_from_wall =
+            std::time::SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
         Arc::new(Self {
+            measure_from,
+            measure_from_wall,
+            windows: std::sync::Mutex::default(),
             histogram: std::sync::Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
             ),
@@ -175,10 +207,23 @@ impl Recorder {
         })
     }
 
-    fn record(&self, latency: Duration, outcome: Outcome) {
+    /// Records a request that started (or was due) at `started` and took `latency`.
+    fn record(&self, started: Instant, latency: Duration, outcome: Outcome) {
         let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
         if let Ok(mut h) = self.histogram.lock() {
             let _ = h.record(micros);
+        }
+        let window = (started
+            .saturating_duration_since(self.measure_from)
+            .as_millis()
+            / TIMELINE_WINDOW.as_millis()) as usize;
+        if let Ok(mut windows) = self.windows.lock() {
+            if windows.len() <= window {
+                windows.resize(window + 1, (0, 0));
+            }
+            let (count, worst) = &mut windows[window];
+            *count += 1;
+            *worst = (*worst).max(micros);
         }
         if let Ok(mut s) = self.statuses.lock() {
             *s.entry(outcome.status).or_default() += 1;
@@ -186,6 +231,23 @@ impl Recorder {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if outcome.error {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn timeline(&self) -> Timeline {
+        let windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
+        Timeline {
+            start_unix_s: self
+                .measure_from_wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            window_ms: TIMELINE_WINDOW.as_millis() as u64,
+            requests: windows.iter().map(|(count, _)| *count).collect(),
+            max_ms: windows
+                .iter()
+                .map(|(_, worst)| *worst as f64 / 1000.0)
+                .collect(),
         }
     }
 
@@ -219,6 +281,7 @@ impl Recorder {
             latency_ms: latency,
             statuses: self.statuses.lock().map(|s| s.clone()).unwrap_or_default(),
             errors: self.errors.load(Ordering::Relaxed),
+            timeline: load.timeline.then(|| self.timeline()),
         }
     }
 }
@@ -238,11 +301,11 @@ async fn drive<T: Target>(
     load: &LoadArgs,
     hot: usize,
 ) -> (Arc<Recorder>, Duration) {
-    let recorder = Recorder::new();
     let warmup = Duration::from(load.warmup);
     let measured = Duration::from(load.duration);
     let started = Instant::now();
     let measure_from = started + warmup;
+    let recorder = Recorder::new(measure_from);
     let stop_at = measure_from + measured;
     let seq = Arc::new(AtomicU64::new(0));
     match load.rate {
@@ -257,7 +320,7 @@ async fn drive<T: Target>(
                         let begin = Instant::now();
                         let outcome = Arc::clone(&target).call(user, n).await;
                         if begin >= measure_from && begin < stop_at {
-                            recorder.record(begin.elapsed(), outcome);
+                            recorder.record(begin, begin.elapsed(), outcome);
                         }
                     }
                 })
@@ -283,6 +346,7 @@ async fn drive<T: Target>(
                     let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                         if due >= measure_from {
                             recorder.record(
+                                due,
                                 Duration::ZERO,
                                 Outcome {
                                     status: "dropped".into(),
@@ -297,7 +361,7 @@ async fn drive<T: Target>(
                     tasks.push(tokio::spawn(async move {
                         let outcome = target.call(pick_user(n, hot), n).await;
                         if scheduled >= measure_from {
-                            recorder.record(scheduled.elapsed(), outcome);
+                            recorder.record(scheduled, scheduled.elapsed(), outcome);
                         }
                         drop(permit);
                     }));
@@ -705,5 +769,36 @@ fn main() -> ExitCode {
             eprintln!("loadgen: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Outcome {
+        Outcome {
+            status: "200".into(),
+            error: false,
+        }
+    }
+
+    #[test]
+    fn the_timeline_counts_requests_and_keeps_the_worst_latency_per_window() {
+        let measure_from = Instant::now();
+        let recorder = Recorder::new(measure_from);
+        let at = |ms| measure_from + Duration::from_millis(ms);
+        recorder.record(at(50), Duration::from_millis(10), ok());
+        recorder.record(at(150), Duration::from_millis(30), ok());
+        recorder.record(at(160), Duration::from_millis(5), ok());
+        recorder.record(at(420), Duration::from_millis(2), ok());
+        let timeline = recorder.timeline();
+        assert_eq!(timeline.window_ms, 100);
+        assert_eq!(timeline.requests, vec![1, 2, 0, 0, 1]);
+        assert_eq!(timeline.max_ms, vec![10.0, 30.0, 0.0, 0.0, 2.0]);
+        // The histogram still sees every request.
+        let histogram = recorder.histogram.lock().unwrap();
+        assert_eq!(histogram.len(), 4);
+        assert!(histogram.equivalent(histogram.max(), 30_000));
     }
 }
