@@ -186,18 +186,19 @@ struct Recorder {
     /// Start of the measured period, and when it was on the wall clock.
     measure_from: Instant,
     measure_from_wall: std::time::SystemTime,
-    /// (requests, worst latency in µs) per [`TIMELINE_WINDOW`].
-    windows: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// (requests, worst latency in µs) per [`TIMELINE_WINDOW`], kept only with
+    /// `--timeline`, so that the default run's instrument does no extra work.
+    windows: Option<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Recorder {
-    fn new(measure_from: Instant) -> Arc<Self> {
+    fn new(measure_from: Instant, timeline: bool) -> Arc<Self> {
         let measure_from_wall =
             std::time::SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
         Arc::new(Self {
             measure_from,
             measure_from_wall,
-            windows: std::sync::Mutex::default(),
+            windows: timeline.then(std::sync::Mutex::default),
             histogram: std::sync::Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
             ),
@@ -213,11 +214,11 @@ impl Recorder {
         if let Ok(mut h) = self.histogram.lock() {
             let _ = h.record(micros);
         }
-        let window = (started
-            .saturating_duration_since(self.measure_from)
-            .as_millis()
-            / TIMELINE_WINDOW.as_millis()) as usize;
-        if let Ok(mut windows) = self.windows.lock() {
+        if let Some(Ok(mut windows)) = self.windows.as_ref().map(|w| w.lock()) {
+            let window = (started
+                .saturating_duration_since(self.measure_from)
+                .as_millis()
+                / TIMELINE_WINDOW.as_millis()) as usize;
             if windows.len() <= window {
                 windows.resize(window + 1, (0, 0));
             }
@@ -234,9 +235,9 @@ impl Recorder {
         }
     }
 
-    fn timeline(&self) -> Timeline {
-        let windows = self.windows.lock().map(|w| w.clone()).unwrap_or_default();
-        Timeline {
+    fn timeline(&self) -> Option<Timeline> {
+        let windows = self.windows.as_ref()?.lock().map(|w| w.clone()).ok()?;
+        Some(Timeline {
             start_unix_s: self
                 .measure_from_wall
                 .duration_since(std::time::UNIX_EPOCH)
@@ -248,7 +249,7 @@ impl Recorder {
                 .iter()
                 .map(|(_, worst)| *worst as f64 / 1000.0)
                 .collect(),
-        }
+        })
     }
 
     fn report(&self, load: &LoadArgs, mode: &'static str, elapsed: Duration, hot: usize) -> Report {
@@ -281,7 +282,7 @@ impl Recorder {
             latency_ms: latency,
             statuses: self.statuses.lock().map(|s| s.clone()).unwrap_or_default(),
             errors: self.errors.load(Ordering::Relaxed),
-            timeline: load.timeline.then(|| self.timeline()),
+            timeline: self.timeline(),
         }
     }
 }
@@ -305,7 +306,7 @@ async fn drive<T: Target>(
     let measured = Duration::from(load.duration);
     let started = Instant::now();
     let measure_from = started + warmup;
-    let recorder = Recorder::new(measure_from);
+    let recorder = Recorder::new(measure_from, load.timeline);
     let stop_at = measure_from + measured;
     let seq = Arc::new(AtomicU64::new(0));
     match load.rate {
@@ -786,13 +787,13 @@ mod tests {
     #[test]
     fn the_timeline_counts_requests_and_keeps_the_worst_latency_per_window() {
         let measure_from = Instant::now();
-        let recorder = Recorder::new(measure_from);
+        let recorder = Recorder::new(measure_from, true);
         let at = |ms| measure_from + Duration::from_millis(ms);
         recorder.record(at(50), Duration::from_millis(10), ok());
         recorder.record(at(150), Duration::from_millis(30), ok());
         recorder.record(at(160), Duration::from_millis(5), ok());
         recorder.record(at(420), Duration::from_millis(2), ok());
-        let timeline = recorder.timeline();
+        let timeline = recorder.timeline().expect("asked for");
         assert_eq!(timeline.window_ms, 100);
         assert_eq!(timeline.requests, vec![1, 2, 0, 0, 1]);
         assert_eq!(timeline.max_ms, vec![10.0, 30.0, 0.0, 0.0, 2.0]);
@@ -800,5 +801,14 @@ mod tests {
         let histogram = recorder.histogram.lock().unwrap();
         assert_eq!(histogram.len(), 4);
         assert!(histogram.equivalent(histogram.max(), 30_000));
+    }
+
+    #[test]
+    fn without_the_flag_there_is_no_timeline() {
+        let measure_from = Instant::now();
+        let recorder = Recorder::new(measure_from, false);
+        recorder.record(measure_from, Duration::from_millis(1), ok());
+        assert!(recorder.timeline().is_none());
+        assert_eq!(recorder.requests.load(Ordering::Relaxed), 1);
     }
 }
