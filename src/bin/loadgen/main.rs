@@ -183,9 +183,8 @@ struct Recorder {
     statuses: std::sync::Mutex<BTreeMap<String, u64>>,
     requests: AtomicU64,
     errors: AtomicU64,
-    /// Start of the measured period, and when it was on the wall clock.
+    /// Start of the measured period.
     measure_from: Instant,
-    measure_from_wall: std::time::SystemTime,
     /// (requests, worst latency in µs) per [`TIMELINE_WINDOW`], kept only with
     /// `--timeline`, so that the default run's instrument does no extra work.
     windows: Option<std::sync::Mutex<Vec<(u64, u64)>>>,
@@ -193,11 +192,8 @@ struct Recorder {
 
 impl Recorder {
     fn new(measure_from: Instant, timeline: bool) -> Arc<Self> {
-        let measure_from_wall =
-            std::time::SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
         Arc::new(Self {
             measure_from,
-            measure_from_wall,
             windows: timeline.then(std::sync::Mutex::default),
             histogram: std::sync::Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
@@ -237,9 +233,10 @@ impl Recorder {
 
     fn timeline(&self) -> Option<Timeline> {
         let windows = self.windows.as_ref()?.lock().map(|w| w.clone()).ok()?;
+        // The measured period's start on the wall clock, from how long ago it was.
+        let measure_from_wall = std::time::SystemTime::now() - self.measure_from.elapsed();
         Some(Timeline {
-            start_unix_s: self
-                .measure_from_wall
+            start_unix_s: measure_from_wall
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64(),
