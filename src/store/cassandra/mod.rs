@@ -4,8 +4,10 @@
 //! Every statement is prepared once, in [`CassandraStore::connect`]. The write protocol
 //! (docs/consistency.md):
 //! - plain append: one LOGGED batch holding the event insert and the projection update,
-//!   both `USING TIMESTAMP` the event's time: atomic (eventually), last write wins per
-//!   column, no Paxos;
+//!   both `USING TIMESTAMP` the event's time: last write wins per column, no Paxos. Both
+//!   are on the user's partition key, so Cassandra merges them into one mutation,
+//!   applied all or nothing without the batchlog; `LOGGED` only matters should the
+//!   tables ever stop sharing that key;
 //! - version-checked append: the event is appended by a lightweight transaction on the
 //!   user's log partition (`IF head = ?`), then projected `USING TIMESTAMP`; an LWT
 //!   cannot carry a timestamp, nor span tables, hence two steps.
@@ -453,7 +455,8 @@ impl CassandraStore {
         ]
     }
 
-    /// The plain write: event and projection in one logged batch.
+    /// The plain write: event and projection in one logged batch (one mutation, as both
+    /// are on the user's partition).
     async fn append_plain(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
         let mut writes = vec![(
             &self.statements.insert_event,
