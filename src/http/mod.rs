@@ -22,7 +22,7 @@ use axum::http::Request;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use tower::ServiceBuilder;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -60,6 +60,28 @@ pub struct AppState {
     pub passwords: Passwords,
 }
 
+/// Overload protection: a request past `max_in_flight` is shed at once with 503
+/// instead of queueing, and none runs longer than `request_timeout`.
+///
+/// `Router::layer` wraps every route (every method of it) in its own copy of a layer,
+/// so the in-flight bound needs a semaphore shared by all the copies
+/// (`GlobalConcurrencyLimitLayer`); `ConcurrencyLimitLayer` would give each route a
+/// limit of its own.
+fn with_overload_protection<S>(routes: Router<S>, limits: Limits) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(middleware::overload))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(
+                limits.max_in_flight.max(1),
+            ))
+            .layer(TimeoutLayer::new(limits.request_timeout)),
+    )
+}
+
 /// The whole HTTP application. Tests drive it with `oneshot` or serve it on port 0.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let users = Router::new()
@@ -69,24 +91,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/me/history", get(history::my_history))
         .route("/{user_id}", get(users::get_user))
         .route("/{user_id}/history", get(history::user_history));
-    Router::new()
+    let routes = Router::new()
         .nest("/api/v1/users", users)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        // Overload protection: a request past `max_in_flight` is shed at once instead
-        // of queueing, and none runs longer than `request_timeout`. Inside the problem
-        // context, so the 503s carry the request id.
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(middleware::overload))
-                .layer(LoadShedLayer::new())
-                .layer(ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
-                .layer(TimeoutLayer::new(limits.request_timeout)),
-        )
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
+    // Inside the problem context, so the 503s carry the request id.
+    with_overload_protection(routes, limits)
         .layer(axum::middleware::from_fn(middleware::problem_context))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -108,4 +122,64 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use std::time::Duration;
+    use tokio::sync::{Notify, oneshot};
+    use tower::ServiceExt;
+
+    fn request(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    /// The bound is on the whole service: one request held on one route leaves no room
+    /// for a request on another.
+    #[tokio::test]
+    async fn the_in_flight_bound_is_shared_by_every_route() {
+        let entered = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let (hold_entered, hold_release) = (entered.clone(), release.clone());
+        let routes: Router = Router::new()
+            .route(
+                "/hold",
+                get(move || async move {
+                    hold_entered.notify_one();
+                    hold_release.notified().await;
+                    "held"
+                }),
+            )
+            .route("/other", get(|| async { "other" }));
+        let app = with_overload_protection(
+            routes,
+            Limits {
+                max_in_flight: 1,
+                request_timeout: Duration::from_secs(30),
+            },
+        );
+
+        let (held_tx, held_rx) = oneshot::channel();
+        let holder = app.clone();
+        tokio::spawn(async move {
+            let _ = held_tx.send(holder.oneshot(request("/hold")).await);
+        });
+        entered.notified().await;
+
+        let other = app
+            .clone()
+            .oneshot(request("/other"))
+            .await
+            .expect("infallible");
+        assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        release.notify_one();
+        let held = held_rx.await.expect("answered").expect("infallible");
+        assert_eq!(held.status(), StatusCode::OK);
+        let after = app.oneshot(request("/other")).await.expect("infallible");
+        assert_eq!(after.status(), StatusCode::OK, "the permit is returned");
+    }
 }
