@@ -60,26 +60,30 @@ pub struct AppState {
     pub passwords: Passwords,
 }
 
-/// Overload protection: a request past `max_in_flight` is shed at once with 503
-/// instead of queueing, and none runs longer than `request_timeout`.
+/// Overload protection for `bounded`: a request past `max_in_flight` is shed at once
+/// with 503 instead of queueing, and none runs longer than `request_timeout`. The
+/// `probes` are merged outside the bound: a saturated instance is still alive, and
+/// readiness reports on the store (within its own deadline), not on the queue.
 ///
 /// `Router::layer` wraps every route (every method of it) in its own copy of a layer,
 /// so the in-flight bound needs a semaphore shared by all the copies
 /// (`GlobalConcurrencyLimitLayer`); `ConcurrencyLimitLayer` would give each route a
 /// limit of its own.
-fn with_overload_protection<S>(routes: Router<S>, limits: Limits) -> Router<S>
+fn with_overload_protection<S>(bounded: Router<S>, probes: Router<S>, limits: Limits) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(middleware::overload))
-            .layer(LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::new(
-                limits.max_in_flight.max(1),
-            ))
-            .layer(TimeoutLayer::new(limits.request_timeout)),
-    )
+    bounded
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(middleware::overload))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    limits.max_in_flight.max(1),
+                ))
+                .layer(TimeoutLayer::new(limits.request_timeout)),
+        )
+        .merge(probes)
 }
 
 /// The whole HTTP application. Tests drive it with `oneshot` or serve it on port 0.
@@ -91,16 +95,18 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/me/history", get(history::my_history))
         .route("/{user_id}", get(users::get_user))
         .route("/{user_id}/history", get(history::user_history));
-    let routes = Router::new()
+    let api = Router::new()
         .nest("/api/v1/users", users)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
+    let probes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .method_not_allowed_fallback(middleware::method_not_allowed);
     // Inside the problem context, so the 503s carry the request id.
-    with_overload_protection(routes, limits)
+    with_overload_protection(api, probes, limits)
         .layer(axum::middleware::from_fn(middleware::problem_context))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -138,9 +144,9 @@ mod tests {
     }
 
     /// The bound is on the whole service: one request held on one route leaves no room
-    /// for a request on another.
+    /// for a request on another, while the probes still answer.
     #[tokio::test]
-    async fn the_in_flight_bound_is_shared_by_every_route() {
+    async fn the_in_flight_bound_is_shared_by_every_route_but_the_probes() {
         let entered = Arc::new(Notify::new());
         let release = Arc::new(Notify::new());
         let (hold_entered, hold_release) = (entered.clone(), release.clone());
@@ -154,8 +160,10 @@ mod tests {
                 }),
             )
             .route("/other", get(|| async { "other" }));
+        let probes: Router = Router::new().route("/healthz", get(|| async { "alive" }));
         let app = with_overload_protection(
             routes,
+            probes,
             Limits {
                 max_in_flight: 1,
                 request_timeout: Duration::from_secs(30),
@@ -175,6 +183,12 @@ mod tests {
             .await
             .expect("infallible");
         assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let probe = app
+            .clone()
+            .oneshot(request("/healthz"))
+            .await
+            .expect("infallible");
+        assert_eq!(probe.status(), StatusCode::OK, "probes are not shed");
 
         release.notify_one();
         let held = held_rx.await.expect("answered").expect("infallible");

@@ -107,6 +107,11 @@ struct HttpArgs {
     /// Service base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Send `GET /healthz` instead of the users' requests: what the loopback exchange,
+    /// the HTTP stack and this client cost with no handler and no store work, the
+    /// ceiling of any endpoint on this machine (docs/performance.md, tenth round).
+    #[arg(long)]
+    ceiling: bool,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -395,7 +400,11 @@ struct HttpTarget {
     tokens: Vec<String>,
     get_share: f64,
     if_match_share: f64,
+    ceiling: bool,
 }
+
+/// The endpoint under load.
+const ME: &str = "/api/v1/users/me";
 
 /// Longest a measured request may take before it counts as a `timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -404,13 +413,12 @@ impl HttpTarget {
     async fn send(
         &self,
         method: &str,
+        path: &str,
         token: &str,
         if_match: Option<&str>,
         body: Option<&str>,
     ) -> (Outcome, Option<String>) {
-        let sent = self
-            .pool
-            .send(method, "/api/v1/users/me", token, if_match, body);
+        let sent = self.pool.send(method, path, token, if_match, body);
         let (status, error, etag) = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
             // 412 is the expected answer to a lost version race, not an error.
             Ok(Ok(reply)) => (
@@ -431,8 +439,11 @@ impl HttpTarget {
 impl Target for HttpTarget {
     async fn call(self: Arc<Self>, index: usize, seq: u64) -> Outcome {
         let token = &self.tokens[index];
+        if self.ceiling {
+            return self.send("GET", "/healthz", token, None, None).await.0;
+        }
         if draw(seq, 1) < self.get_share {
-            return self.send("GET", token, None, None).await.0;
+            return self.send("GET", ME, token, None, None).await.0;
         }
         let body = format!(
             r#"{{"firstname":"F{}","lastname":"L{}"}}"#,
@@ -442,13 +453,13 @@ impl Target for HttpTarget {
         let mut if_match = None;
         if draw(seq, 2) < self.if_match_share {
             // Read the version first, as a client doing read-modify-write would.
-            let (outcome, etag) = self.send("GET", token, None, None).await;
+            let (outcome, etag) = self.send("GET", ME, token, None, None).await;
             match etag {
                 Some(etag) => if_match = Some(etag),
                 None => return outcome,
             }
         }
-        self.send("PUT", token, if_match.as_deref(), Some(&body))
+        self.send("PUT", ME, token, if_match.as_deref(), Some(&body))
             .await
             .0
     }
@@ -500,6 +511,7 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
         tokens,
         get_share: args.load.get_share,
         if_match_share: args.load.if_match_share,
+        ceiling: args.ceiling,
     });
     eprintln!(
         "loadgen: driving for {} after {} warm-up",
