@@ -143,6 +143,7 @@ struct SeedArgs {
 #[derive(Serialize)]
 struct Report {
     label: String,
+    /// `http`, `http-ceiling` (`--ceiling`: `GET /healthz`) or `floor`.
     mode: &'static str,
     concurrency: usize,
     rate: Option<u64>,
@@ -518,7 +519,8 @@ async fn http(args: HttpArgs) -> Result<Report, String> {
         args.load.duration, args.load.warmup
     );
     let (recorder, elapsed) = drive(target, &args.load, hot).await;
-    Ok(recorder.report(&args.load, "http", elapsed, hot))
+    let mode = if args.ceiling { "http-ceiling" } else { "http" };
+    Ok(recorder.report(&args.load, mode, elapsed, hot))
 }
 
 // ----- floor -----
