@@ -654,6 +654,17 @@ impl Statements {
             statement.set_is_idempotent(idempotent);
             Ok::<_, StoreError>(statement)
         };
+        // A read of named columns: what its result holds is fixed by its text, so the
+        // driver decodes it with the metadata it received when preparing, and Cassandra
+        // is asked not to encode the column specifications into every result again
+        // (`SKIP_METADATA`: 15 specs for a users row, on the auth read and the
+        // refetch of every PUT). Never an LWT, whose result has other columns when it
+        // does not apply, and never `SELECT *`, whose columns follow the table's.
+        let prepare_read = |cql: String| async move {
+            let mut statement = prepare(cql, true).await?;
+            statement.set_use_cached_result_metadata(true);
+            Ok::<_, StoreError>(statement)
+        };
         let mut project = HashMap::new();
         for columns in COLUMN_SETS {
             // Writes with an explicit timestamp are idempotent: a retry rewrites the same
@@ -664,11 +675,10 @@ impl Statements {
             );
         }
         Ok(Self {
-            ping: prepare("SELECT release_version FROM system.local WHERE key = 'local'".into(), true).await?,
-            select_user: prepare(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?"), true).await?,
-            select_credentials: prepare(
+            ping: prepare_read("SELECT release_version FROM system.local WHERE key = 'local'".into()).await?,
+            select_user: prepare_read(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?")).await?,
+            select_credentials: prepare_read(
                 "SELECT password, userid, account_locked FROM user_credentials WHERE email = ?".into(),
-                true,
             )
             .await?,
             claim_credentials: prepare(
@@ -691,25 +701,21 @@ impl Statements {
             )
             .await?,
             project,
-            select_events_newest: prepare(
+            select_events_newest: prepare_read(
                 format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? LIMIT ?"),
-                true,
             )
             .await?,
-            select_events_before: prepare(
+            select_events_before: prepare_read(
                 format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id < ? LIMIT ?"),
-                true,
             )
             .await?,
-            select_events_since: prepare(
+            select_events_since: prepare_read(
                 format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id >= ?"),
-                true,
             )
             .await?,
             select_event_write_time_serial: {
-                let mut statement = prepare(
+                let mut statement = prepare_read(
                     "SELECT WRITETIME(payload) FROM user_events WHERE userid = ? AND event_id = ?".into(),
-                    true,
                 )
                 .await?;
                 statement.set_consistency(Consistency::LocalSerial);
@@ -720,9 +726,8 @@ impl Statements {
                 true,
             )
             .await?,
-            count_login_failures: prepare(
+            count_login_failures: prepare_read(
                 "SELECT COUNT(*) FROM login_failures WHERE email = ? AND failed_at >= minTimeuuid(?)".into(),
-                true,
             )
             .await?,
             clear_login_failures: prepare("DELETE FROM login_failures WHERE email = ?".into(), true).await?,
