@@ -8,15 +8,17 @@
 //!   one PUT costs (auth read, event append + projection, refetch), through the same
 //!   library, against the same database. Service / floor is the overhead figure.
 //! - `loadgen seed`: appends events straight into a store, for the rebuild benchmark.
+//! - `loadgen drop-keyspace`: drops a benchmark's Cassandra keyspace when it is done.
 
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use killrvideo_users::clock::EventClock;
-use killrvideo_users::config::StoreArgs;
+use killrvideo_users::config::{StoreArgs, StoreSettings};
 use killrvideo_users::domain::events::{
     Actor, EventEnvelope, FieldChange, ProfileUpdated, UserEvent, UserRegistered,
 };
 use killrvideo_users::startup::open_store;
+use killrvideo_users::store::cassandra::{migrate, open_session};
 use killrvideo_users::store::{Credentials, Precondition, SharedProjectionStore};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -52,6 +54,10 @@ enum Command {
     Floor(FloorArgs),
     /// Append events straight into a store (for the rebuild benchmark).
     Seed(SeedArgs),
+    /// Drop the configured Cassandra keyspace, so that a benchmark leaves none behind
+    /// on the server (each is up to a million events, and a server holding hundreds of
+    /// tables runs slower: docs/performance.md, eighth round).
+    DropKeyspace(DropKeyspaceArgs),
 }
 
 /// The shape of the load, shared by `http` and `floor`.
@@ -137,6 +143,12 @@ struct SeedArgs {
     /// Appends in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct DropKeyspaceArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// What one measured run produced.
@@ -743,6 +755,24 @@ fn emit(value: &Value, out: Option<&std::path::Path>) -> Result<(), String> {
     Ok(())
 }
 
+async fn drop_keyspace(args: DropKeyspaceArgs) -> Result<(), String> {
+    let StoreSettings::Cassandra(options) = args.store.settings().map_err(|e| e.to_string())?
+    else {
+        return Err("drop-keyspace needs the cassandra store".into());
+    };
+    let session = open_session(&options).await.map_err(|e| e.to_string())?;
+    // The keyspace was validated as a plain identifier by the settings.
+    session
+        .query_unpaged(
+            migrate::schema_statement(format!("DROP KEYSPACE IF EXISTS {}", options.keyspace)),
+            (),
+        )
+        .await
+        .map_err(|e| format!("cannot drop keyspace {}: {e}", options.keyspace))?;
+    eprintln!("loadgen: dropped keyspace {}", options.keyspace);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     killrvideo_users::telemetry::init(killrvideo_users::config::LogFormat::Pretty);
@@ -753,7 +783,9 @@ fn main() -> ExitCode {
         Command::Http(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Command::Floor(_) | Command::Seed(_) => tokio::runtime::Runtime::new(),
+        Command::Floor(_) | Command::Seed(_) | Command::DropKeyspace(_) => {
+            tokio::runtime::Runtime::new()
+        }
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -773,6 +805,7 @@ fn main() -> ExitCode {
                 emit_report(floor(args).await?, out.as_deref())
             }
             Command::Seed(args) => emit(&seed(args).await?, None),
+            Command::DropKeyspace(args) => drop_keyspace(args).await,
         }
     });
     match outcome {
