@@ -470,9 +470,7 @@ impl TestApp {
         {
             // With the store's 2 s request timeout these drops failed unnoticed on a busy
             // node and the keyspaces piled up on developers' servers.
-            let drop =
-                migrate::schema_statement(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace));
-            if let Err(err) = store.session().query_unpaged(drop, ()).await {
+            if let Err(err) = migrate::drop_keyspace(&store.session(), &self.keyspace).await {
                 eprintln!("could not drop test keyspace {}: {err}", self.keyspace);
             }
         }

@@ -761,12 +761,7 @@ async fn drop_keyspace(args: DropKeyspaceArgs) -> Result<(), String> {
         return Err("drop-keyspace needs the cassandra store".into());
     };
     let session = open_session(&options).await.map_err(|e| e.to_string())?;
-    // The keyspace was validated as a plain identifier by the settings.
-    session
-        .query_unpaged(
-            migrate::schema_statement(format!("DROP KEYSPACE IF EXISTS {}", options.keyspace)),
-            (),
-        )
+    migrate::drop_keyspace(&session, &options.keyspace)
         .await
         .map_err(|e| format!("cannot drop keyspace {}: {e}", options.keyspace))?;
     eprintln!("loadgen: dropped keyspace {}", options.keyspace);

@@ -91,7 +91,7 @@ pub fn validate_keyspace(name: &str) -> Result<(), String> {
 }
 
 fn ddl_error(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("migration failed: {err}"))
+    StoreError::Internal(format!("schema statement failed: {err}"))
 }
 
 /// How long one schema statement (DDL, or the lease's lightweight transaction) may
@@ -101,9 +101,9 @@ fn ddl_error(err: impl std::fmt::Display) -> StoreError {
 /// fail on a loaded server.
 const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A schema statement (of the migration, or a test dropping its keyspace), with the
+/// A schema statement (of the migration, or a clean-up dropping a keyspace), with the
 /// schema statement timeout.
-pub fn schema_statement(cql: impl Into<String>) -> Statement {
+fn schema_statement(cql: impl Into<String>) -> Statement {
     let mut statement = Statement::new(cql.into());
     statement.set_request_timeout(Some(SCHEMA_STATEMENT_TIMEOUT));
     statement
@@ -118,6 +118,14 @@ async fn run(session: &Session, cql: &str) -> Result<(), StoreError> {
             StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
             other => ddl_error(format!("`{cql}`: {other}")),
         })
+}
+
+/// Drops a keyspace and everything in it, if it exists: the benchmark's and the tests'
+/// clean-up, never the service's.
+pub async fn drop_keyspace(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    validate_keyspace(keyspace)
+        .map_err(|rule| StoreError::Internal(format!("keyspace `{keyspace}`: {rule}")))?;
+    run(session, &format!("DROP KEYSPACE IF EXISTS {keyspace}")).await
 }
 
 /// What `migrate` did.
