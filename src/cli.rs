@@ -1,12 +1,14 @@
 //! The command line: one binary, one subcommand per job. Each subcommand is a thin shim
 //! over the library.
 
+use crate::app::roles::{RoleChanger, SetRoleOutcome, set_role};
+use crate::clock::EventClock;
 use crate::config::{ConfigError, ServeArgs, StoreArgs, StoreSettings, parse_log_format};
+use crate::domain::events::Actor;
 use crate::domain::role::AccountStatus;
 use crate::history;
 use crate::http::representation::UserResponse;
 use crate::jobs;
-use crate::operations::{SetRoleOutcome, set_role};
 use crate::startup::{Application, open_store, shutdown_signal};
 use crate::store::cassandra::migrate;
 use crate::store::embedded::EmbeddedStore;
@@ -226,7 +228,12 @@ async fn set_role_command(
     })?;
     let store = open_for_operator(store).await?;
     let operator = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    match set_role(store.as_ref(), user_id, status, &operator).await {
+    let changer = RoleChanger {
+        clock: &EventClock::new(),
+        actor: Actor::Operator(operator),
+        request_id: None,
+    };
+    match set_role(store.as_ref(), &changer, user_id, status).await {
         Ok(SetRoleOutcome::Changed { from, event_id }) => {
             println!(
                 "user {user_id}: account_status {} -> {status} (event {event_id})",

@@ -260,6 +260,10 @@ pub struct ServeArgs {
         default_value = "10s"
     )]
     pub http_request_timeout: String,
+    /// Comma-separated exact browser origins allowed to call the API with
+    /// credentials (CORS), e.g. `http://localhost:8080`; off when unset.
+    #[arg(long = "cors-origins", env = "KILLRVIDEO_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
 }
 
 /// Validated `serve` settings.
@@ -275,6 +279,8 @@ pub struct ServeSettings {
     pub jwt_ttl: Duration,
     /// Overload limits.
     pub limits: crate::http::Limits,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: crate::http::CorsOrigins,
 }
 
 /// Shortest secret accepted: HS256 wants at least 256 bits of key.
@@ -303,6 +309,7 @@ impl ServeArgs {
             }
         };
         Ok(ServeSettings {
+            cors_origins: parse_cors_origins(self.cors_origins.as_deref().unwrap_or_default())?,
             store: self.store.settings()?,
             listen,
             jwt_secret,
@@ -330,6 +337,35 @@ impl ServeArgs {
             },
         })
     }
+}
+
+/// Parses `KILLRVIDEO_CORS_ORIGINS`: comma-separated origins, each `scheme://host` with
+/// an optional port and nothing else. `*` is refused: the frontend sends credentials,
+/// and a wildcard origin with credentials is what CORS exists to forbid.
+pub fn parse_cors_origins(raw: &str) -> Result<crate::http::CorsOrigins, ConfigError> {
+    let fail =
+        |accepts: &str| ConfigError::new("KILLRVIDEO_CORS_ORIGINS", "cors-origins", raw, accepts);
+    const ACCEPTS: &str =
+        "comma-separated origins such as `http://localhost:8080` (scheme, host and port only)";
+    let mut origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if origin == "*" {
+            return Err(fail(
+                "exact origins: `*` cannot be combined with credentials, which the frontend sends",
+            ));
+        }
+        let (scheme, rest) = origin.split_once("://").ok_or_else(|| fail(ACCEPTS))?;
+        let host_ok = !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(fail(ACCEPTS));
+        }
+        let value = axum::http::HeaderValue::from_str(origin).map_err(|_| fail(ACCEPTS))?;
+        origins.push(value);
+    }
+    Ok(crate::http::CorsOrigins(origins))
 }
 
 /// `json` or `pretty`.
@@ -378,6 +414,23 @@ mod tests {
         ] {
             let err = parse_replication(bad).unwrap_err();
             assert_eq!(err.variable, "KILLRVIDEO_CASSANDRA_REPLICATION");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_exact() {
+        assert!(parse_cors_origins("").unwrap().0.is_empty());
+        let origins = parse_cors_origins("http://localhost:8080, https://app.example.com").unwrap();
+        assert_eq!(origins.0.len(), 2);
+        for bad in [
+            "*",
+            "http://a.io,*",
+            "localhost:8080",
+            "ftp://x.io",
+            "http://x.io/path",
+        ] {
+            let err = parse_cors_origins(bad).unwrap_err();
+            assert_eq!(err.variable, "KILLRVIDEO_CORS_ORIGINS", "{bad}");
         }
     }
 

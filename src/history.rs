@@ -45,6 +45,7 @@ fn cell_json(value: &CellValue) -> Value {
     match value {
         CellValue::Text(text) => json!(text),
         CellValue::Time(at) => json!(at),
+        CellValue::Terms(terms) => json!(terms),
     }
 }
 

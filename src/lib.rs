@@ -18,6 +18,7 @@
 //! - [`config`], [`cli`], [`startup`], [`telemetry`]: settings, subcommands, wiring and
 //!   logs. `main.rs` only calls [`cli::main`].
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -26,7 +27,6 @@ pub mod domain;
 pub mod history;
 pub mod http;
 pub mod jobs;
-pub mod operations;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

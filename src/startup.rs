@@ -4,7 +4,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::clock::EventClock;
 use crate::config::{ServeSettings, StoreSettings};
-use crate::http::{AppState, Limits, router};
+use crate::http::{AppState, CorsOrigins, Limits, router};
 use crate::store::cassandra::CassandraStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{SharedProjectionStore, SharedStore, StoreError};
@@ -38,6 +38,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     limits: Limits,
+    cors: CorsOrigins,
 }
 
 /// Why the service could not start.
@@ -73,6 +74,7 @@ impl Application {
         let jwt = JwtKeys::new(&secret, settings.jwt_ttl);
         let mut application = Self::with_store(settings.listen, store, jwt).await?;
         application.limits = settings.limits;
+        application.cors = settings.cors_origins;
         Ok(application)
     }
 
@@ -101,12 +103,19 @@ impl Application {
                 passwords,
             },
             limits: Limits::default(),
+            cors: CorsOrigins::default(),
         })
     }
 
     /// Replaces the overload limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Allows these browser origins (CORS).
+    pub fn with_cors(mut self, cors: CorsOrigins) -> Self {
+        self.cors = cors;
         self
     }
 
@@ -122,7 +131,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(address = %self.listener.local_addr()?, store = self.state.store.backend(), "serving");
-        axum::serve(self.listener, router(self.state, self.limits))
+        axum::serve(self.listener, router(self.state, self.limits, &self.cors))
             .with_graceful_shutdown(shutdown)
             .await
     }

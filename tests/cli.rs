@@ -47,6 +47,10 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         ("KILLRVIDEO_MAX_IN_FLIGHT", "0", "serve"),
         ("KILLRVIDEO_REQUEST_TIMEOUT", "soon", "serve"),
         ("KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT", "-1s", "serve"),
+        // Credentials are always allowed, and a wildcard origin with credentials is
+        // exactly what CORS forbids.
+        ("KILLRVIDEO_CORS_ORIGINS", "*", "serve"),
+        ("KILLRVIDEO_CORS_ORIGINS", "localhost:8080", "serve"),
     ];
     for (variable, value, subcommand) in cases {
         let mut command = command();
@@ -101,7 +105,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
     assert!(third.status.success());
     let stdout = String::from_utf8_lossy(&third.stdout);
     assert!(
-        stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6]"),
+        stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8]"),
         "{stdout}"
     );
 
@@ -130,6 +134,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
         assert_eq!(
             tables,
             [
+                "leases",
                 "login_failures",
                 "projection_checkpoints",
                 "schema_migration_lease",
@@ -151,7 +156,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
             .rows::<(i32,)>()
             .unwrap()
             .count();
-        assert_eq!(versions, 6);
+        assert_eq!(versions, 8);
         session
             .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
             .await
@@ -465,4 +470,84 @@ fn logs_never_contain_passwords_tokens_or_the_secret() {
     ] {
         assert!(!logs.contains(needle), "the {what} leaked into the logs");
     }
+}
+
+/// The shell commands of the first ```sh block after `heading` in the README.
+fn readme_commands(heading: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("README has a `{heading}` section"))
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("a ```sh block in the quick start");
+    block
+        .lines()
+        .map(|line| line.split_once('#').map_or(line, |(code, _)| code).trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The README's first command, run as it is written, from the project directory: it
+/// must serve on the embedded default (a bare `cargo run` once stopped with "could not
+/// determine which binary to run").
+#[test]
+fn the_readme_quick_start_command_serves() {
+    let commands = readme_commands("## Quick start");
+    assert_eq!(commands[0], "cargo run", "the README's first command");
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(&commands[0])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // Its own process group, so that cargo and the server it starts stop together.
+            .process_group(0)
+            .env("KILLRVIDEO_DATA_DIR", data_dir.path())
+            .env("KILLRVIDEO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("KILLRVIDEO_")
+                && key != "KILLRVIDEO_DATA_DIR"
+                && key != "KILLRVIDEO_LISTEN"
+            {
+                shell.env_remove(key);
+            }
+        }
+        shell.spawn().expect("run the README command")
+    };
+    // cargo may have to build the binary first.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let ready = loop {
+        if let Some(answer) = get(port, "/readyz") {
+            break Some(answer);
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg("--")
+        .arg(&group)
+        .status();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, body) = ready.unwrap_or_else(|| panic!("`cargo run` did not serve: {stderr}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"store\":\"embedded\""), "{body}");
+    assert!(data_dir.path().join("killrvideo-users.db").exists());
 }

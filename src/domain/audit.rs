@@ -3,7 +3,7 @@
 
 use super::events::{EventEnvelope, micros_to_datetime};
 use super::projection::{CellValue, Column, field_changes, replay};
-use super::user::{Cell, UserRow};
+use super::user::UserRow;
 use chrono::{DateTime, Utc};
 
 /// One field written by an event.
@@ -19,28 +19,6 @@ pub struct FieldAudit {
     /// same value as the current cell. False means a later write (or, on a write-time
     /// tie, a larger value) overwrote it under last-write-wins.
     pub winning: bool,
-}
-
-impl UserRow {
-    /// A column's current value and write time.
-    pub fn cell(&self, column: Column) -> Option<(CellValue, i64)> {
-        fn text(cell: &Option<Cell<String>>) -> Option<(CellValue, i64)> {
-            cell.as_ref()
-                .map(|c| (CellValue::Text(c.value.clone()), c.written_at))
-        }
-        fn time(cell: &Option<Cell<DateTime<Utc>>>) -> Option<(CellValue, i64)> {
-            cell.as_ref()
-                .map(|c| (CellValue::Time(c.value), c.written_at))
-        }
-        match column {
-            Column::Email => text(&self.email),
-            Column::Firstname => text(&self.firstname),
-            Column::Lastname => text(&self.lastname),
-            Column::AccountStatus => text(&self.account_status),
-            Column::CreatedDate => time(&self.created_date),
-            Column::LastLoginDate => time(&self.last_login_date),
-        }
-    }
 }
 
 /// What an event wrote, judged against the current projection.

@@ -19,6 +19,7 @@ pub mod profile;
 pub mod projection;
 pub mod registration;
 pub mod role;
+pub mod search;
 pub mod user;
 pub mod verify;
 

@@ -6,10 +6,16 @@
 use super::events::{EventEnvelope, UserEvent};
 use super::user::{Cell, UserRow};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// A writable column of `users`. `last_event_id` is not listed: every projection writes
 /// it.
+///
+/// The last three are derived: the search terms of `email`, `firstname` and `lastname`
+/// ([`super::search::terms`]). The projection writes each one together with its
+/// source column, with the same write time, so under last-write-wins a column and its
+/// terms always come from the same event, whatever the order events are applied in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Column {
     /// `email`
@@ -24,17 +30,33 @@ pub enum Column {
     CreatedDate,
     /// `last_login_date`
     LastLoginDate,
+    /// `email_search`: the terms `email` is found by.
+    EmailSearch,
+    /// `firstname_search`: the terms `firstname` is found by.
+    FirstnameSearch,
+    /// `lastname_search`: the terms `lastname` is found by.
+    LastnameSearch,
 }
 
 impl Column {
     /// Every column, in table order.
-    pub const ALL: [Column; 6] = [
+    pub const ALL: [Column; 9] = [
         Column::Email,
         Column::Firstname,
         Column::Lastname,
         Column::AccountStatus,
         Column::CreatedDate,
         Column::LastLoginDate,
+        Column::EmailSearch,
+        Column::FirstnameSearch,
+        Column::LastnameSearch,
+    ];
+
+    /// The search columns, each with the column it is derived from.
+    pub const SEARCH: [(Column, Column); 3] = [
+        (Column::EmailSearch, Column::Email),
+        (Column::FirstnameSearch, Column::Firstname),
+        (Column::LastnameSearch, Column::Lastname),
     ];
 
     /// The CQL/SQL column name.
@@ -46,7 +68,26 @@ impl Column {
             Column::AccountStatus => "account_status",
             Column::CreatedDate => "created_date",
             Column::LastLoginDate => "last_login_date",
+            Column::EmailSearch => "email_search",
+            Column::FirstnameSearch => "firstname_search",
+            Column::LastnameSearch => "lastname_search",
         }
+    }
+
+    /// The search column derived from this one, if any.
+    pub fn search_column(self) -> Option<Column> {
+        Column::SEARCH
+            .iter()
+            .find(|(_, source)| *source == self)
+            .map(|(search, _)| *search)
+    }
+
+    /// For a search column, the column it is derived from.
+    pub fn search_source(self) -> Option<Column> {
+        Column::SEARCH
+            .iter()
+            .find(|(search, _)| *search == self)
+            .map(|(_, source)| *source)
     }
 }
 
@@ -57,6 +98,8 @@ pub enum CellValue {
     Text(String),
     /// For timestamp columns (millisecond precision, as CQL `timestamp`).
     Time(DateTime<Utc>),
+    /// For search columns: a set of terms (CQL `set<text>`).
+    Terms(BTreeSet<String>),
 }
 
 /// Everything one event writes to one users row.
@@ -84,21 +127,35 @@ impl Projection {
 /// live path produces, plus every single column, so that any other set (a repair's)
 /// can be written as single-column writes of one partition. A unit test keeps this in
 /// step with [`project`].
-pub const COLUMN_SETS: [&[Column]; 8] = [
+pub const COLUMN_SETS: [&[Column]; 14] = [
     &[
         Column::Email,
         Column::Firstname,
         Column::Lastname,
         Column::AccountStatus,
         Column::CreatedDate,
+        Column::EmailSearch,
+        Column::FirstnameSearch,
+        Column::LastnameSearch,
     ],
-    &[Column::Firstname, Column::Lastname],
+    &[
+        Column::Firstname,
+        Column::Lastname,
+        Column::FirstnameSearch,
+        Column::LastnameSearch,
+    ],
+    &[Column::Email, Column::EmailSearch],
+    &[Column::Firstname, Column::FirstnameSearch],
+    &[Column::Lastname, Column::LastnameSearch],
     &[Column::Email],
     &[Column::Firstname],
     &[Column::Lastname],
     &[Column::AccountStatus],
     &[Column::CreatedDate],
     &[Column::LastLoginDate],
+    &[Column::EmailSearch],
+    &[Column::FirstnameSearch],
+    &[Column::LastnameSearch],
 ];
 
 /// The fields an event wrote, with their previous values as the event recorded them.
@@ -163,16 +220,29 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
     }
 }
 
-/// The column writes an event implies: what it changed, without the previous values.
+/// The column writes an event implies: what it changed, without the previous values,
+/// and for every name or email it wrote, that value's search terms.
 pub fn project(envelope: &EventEnvelope) -> Projection {
+    let mut writes: Vec<(Column, CellValue)> = field_changes(envelope)
+        .into_iter()
+        .map(|(column, _, to)| (column, to))
+        .collect();
+    let derived: Vec<(Column, CellValue)> = writes
+        .iter()
+        .filter_map(|(column, value)| match value {
+            CellValue::Text(text) => column
+                .search_column()
+                .map(|search| (search, CellValue::Terms(super::search::terms(text)))),
+            _ => None,
+        })
+        .collect();
+    writes.extend(derived);
+    writes.sort_by_key(|(column, _)| *column);
     Projection {
         user_id: envelope.user_id,
         event_id: envelope.event_id,
         write_time: envelope.write_time,
-        writes: field_changes(envelope)
-            .into_iter()
-            .map(|(column, _, to)| (column, to))
-            .collect(),
+        writes,
     }
 }
 
@@ -184,35 +254,17 @@ pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 impl UserRow {
     /// Folds a projection into the row, cell by cell, last write wins.
     pub fn apply(&mut self, projection: &Projection) {
-        let at = projection.write_time;
         for (column, value) in &projection.writes {
-            match (column, value.clone()) {
-                (Column::Email, CellValue::Text(v)) => Cell::merge(&mut self.email, cell(v, at)),
-                (Column::Firstname, CellValue::Text(v)) => {
-                    Cell::merge(&mut self.firstname, cell(v, at))
-                }
-                (Column::Lastname, CellValue::Text(v)) => {
-                    Cell::merge(&mut self.lastname, cell(v, at))
-                }
-                (Column::AccountStatus, CellValue::Text(v)) => {
-                    Cell::merge(&mut self.account_status, cell(v, at))
-                }
-                (Column::CreatedDate, CellValue::Time(v)) => {
-                    Cell::merge(&mut self.created_date, cell(v, at))
-                }
-                (Column::LastLoginDate, CellValue::Time(v)) => {
-                    Cell::merge(&mut self.last_login_date, cell(v, at))
-                }
-                // project() never pairs a column with the other kind of value.
-                _ => {}
-            }
+            self.merge_cell(*column, value.clone(), projection.write_time);
         }
-        Cell::merge(&mut self.last_event_id, cell(projection.event_id, at));
+        Cell::merge(
+            &mut self.last_event_id,
+            Cell {
+                value: projection.event_id,
+                written_at: projection.write_time,
+            },
+        );
     }
-}
-
-fn cell<T>(value: T, written_at: i64) -> Cell<T> {
-    Cell { value, written_at }
 }
 
 /// The row the given events imply, in whatever order they come.

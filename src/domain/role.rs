@@ -28,6 +28,30 @@ pub fn role_for_status(account_status: &str) -> Option<Role> {
     }
 }
 
+impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Creator, Role::Moderator];
+
+    /// The name clients see in `roles`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Creator => "creator",
+            Role::Moderator => "moderator",
+        }
+    }
+}
+
+/// Every role an account status grants: its own and the weaker ones, since a
+/// moderator may do whatever a creator or a viewer may. Empty for a status that grants
+/// nothing (suspended, inactive, unknown).
+pub fn roles_granted_by(account_status: &str) -> Vec<Role> {
+    match role_for_status(account_status) {
+        Some(top) => Role::ALL.into_iter().filter(|role| *role <= top).collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The statuses an operator may set with `set-role`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountStatus {
@@ -85,5 +109,16 @@ mod tests {
             assert_eq!(role_for_status(status), None, "{status}");
         }
         assert!(Role::Moderator > Role::Creator && Role::Creator > Role::Viewer);
+    }
+
+    #[test]
+    fn a_status_grants_its_role_and_the_weaker_ones() {
+        assert_eq!(
+            roles_granted_by("moderator"),
+            [Role::Viewer, Role::Creator, Role::Moderator]
+        );
+        assert_eq!(roles_granted_by("active"), [Role::Viewer]);
+        assert_eq!(roles_granted_by("creator"), [Role::Viewer, Role::Creator]);
+        assert!(roles_granted_by("suspended").is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! A row of the `users` projection, cell by cell, as both backends store it.
 
+use super::projection::{CellValue, Column};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// One column value with the write time (microseconds) of the event that wrote it, as
@@ -56,6 +58,22 @@ impl<T: TieBreak> Cell<T> {
     }
 }
 
+impl Cell<BTreeSet<String>> {
+    /// Merges a write of a set of terms, as Cassandra merges a `set<text>` overwritten
+    /// `USING TIMESTAMP`: the overwrite deletes what is older (its tombstone is one
+    /// microsecond earlier than its elements), so the later write wins whole; on a
+    /// write-time tie neither deletes the other and the elements of both remain.
+    pub fn merge_terms(slot: &mut Option<Self>, incoming: Self) {
+        match slot {
+            Some(current) if current.written_at > incoming.written_at => {}
+            Some(current) if current.written_at == incoming.written_at => {
+                current.value.extend(incoming.value);
+            }
+            _ => *slot = Some(incoming),
+        }
+    }
+}
+
 /// A users row. Every column except the key is optional, as in Cassandra, where a row
 /// is just the cells written to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +94,12 @@ pub struct UserRow {
     pub last_login_date: Option<Cell<DateTime<Utc>>>,
     /// The id of the newest event applied; the ETag is derived from it.
     pub last_event_id: Option<Cell<Uuid>>,
+    /// The terms `email` is found by. Read by the jobs, not by the request path.
+    pub email_search: Option<Cell<BTreeSet<String>>>,
+    /// The terms `firstname` is found by.
+    pub firstname_search: Option<Cell<BTreeSet<String>>>,
+    /// The terms `lastname` is found by.
+    pub lastname_search: Option<Cell<BTreeSet<String>>>,
 }
 
 impl UserRow {
@@ -90,7 +114,105 @@ impl UserRow {
             created_date: None,
             last_login_date: None,
             last_event_id: None,
+            email_search: None,
+            firstname_search: None,
+            lastname_search: None,
         }
+    }
+
+    /// A column's current value and write time. An empty set of terms reads as no cell:
+    /// Cassandra cannot store an empty collection, so both backends treat them alike.
+    pub fn cell(&self, column: Column) -> Option<(CellValue, i64)> {
+        fn text(cell: &Option<Cell<String>>) -> Option<(CellValue, i64)> {
+            cell.as_ref()
+                .map(|c| (CellValue::Text(c.value.clone()), c.written_at))
+        }
+        fn time(cell: &Option<Cell<DateTime<Utc>>>) -> Option<(CellValue, i64)> {
+            cell.as_ref()
+                .map(|c| (CellValue::Time(c.value), c.written_at))
+        }
+        fn terms(cell: &Option<Cell<BTreeSet<String>>>) -> Option<(CellValue, i64)> {
+            cell.as_ref()
+                .filter(|c| !c.value.is_empty())
+                .map(|c| (CellValue::Terms(c.value.clone()), c.written_at))
+        }
+        match column {
+            Column::Email => text(&self.email),
+            Column::Firstname => text(&self.firstname),
+            Column::Lastname => text(&self.lastname),
+            Column::AccountStatus => text(&self.account_status),
+            Column::CreatedDate => time(&self.created_date),
+            Column::LastLoginDate => time(&self.last_login_date),
+            Column::EmailSearch => terms(&self.email_search),
+            Column::FirstnameSearch => terms(&self.firstname_search),
+            Column::LastnameSearch => terms(&self.lastname_search),
+        }
+    }
+
+    /// Merges one write into the column's cell, last write wins. A value of the wrong
+    /// kind for the column is ignored: the projection never produces one.
+    pub fn merge_cell(&mut self, column: Column, value: CellValue, written_at: i64) {
+        fn at<T>(value: T, written_at: i64) -> Cell<T> {
+            Cell { value, written_at }
+        }
+        match (column, value) {
+            (Column::Email, CellValue::Text(v)) => Cell::merge(&mut self.email, at(v, written_at)),
+            (Column::Firstname, CellValue::Text(v)) => {
+                Cell::merge(&mut self.firstname, at(v, written_at))
+            }
+            (Column::Lastname, CellValue::Text(v)) => {
+                Cell::merge(&mut self.lastname, at(v, written_at))
+            }
+            (Column::AccountStatus, CellValue::Text(v)) => {
+                Cell::merge(&mut self.account_status, at(v, written_at))
+            }
+            (Column::CreatedDate, CellValue::Time(v)) => {
+                Cell::merge(&mut self.created_date, at(v, written_at))
+            }
+            (Column::LastLoginDate, CellValue::Time(v)) => {
+                Cell::merge(&mut self.last_login_date, at(v, written_at))
+            }
+            (Column::EmailSearch, CellValue::Terms(v)) => {
+                Cell::merge_terms(&mut self.email_search, at(v, written_at))
+            }
+            (Column::FirstnameSearch, CellValue::Terms(v)) => {
+                Cell::merge_terms(&mut self.firstname_search, at(v, written_at))
+            }
+            (Column::LastnameSearch, CellValue::Terms(v)) => {
+                Cell::merge_terms(&mut self.lastname_search, at(v, written_at))
+            }
+            _ => {}
+        }
+    }
+
+    /// A search column's cell as stored, an empty set included; `None` for any other
+    /// column.
+    pub fn terms_cell(&self, column: Column) -> Option<&Cell<BTreeSet<String>>> {
+        match column {
+            Column::EmailSearch => self.email_search.as_ref(),
+            Column::FirstnameSearch => self.firstname_search.as_ref(),
+            Column::LastnameSearch => self.lastname_search.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A search column's slot, for a backend filling it in; `None` for any other column.
+    pub fn terms_slot(&mut self, column: Column) -> Option<&mut Option<Cell<BTreeSet<String>>>> {
+        match column {
+            Column::EmailSearch => Some(&mut self.email_search),
+            Column::FirstnameSearch => Some(&mut self.firstname_search),
+            Column::LastnameSearch => Some(&mut self.lastname_search),
+            _ => None,
+        }
+    }
+
+    /// The row as the request path reads it: without the search terms, which only the
+    /// search and the jobs need.
+    pub fn without_search(mut self) -> Self {
+        self.email_search = None;
+        self.firstname_search = None;
+        self.lastname_search = None;
+        self
     }
 
     /// A row is a user only once its registration has been projected. Cells written

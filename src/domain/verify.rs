@@ -72,6 +72,7 @@ fn show(value: &CellValue, written_at: i64) -> String {
     match value {
         CellValue::Text(text) => format!("{text:?} @{written_at}"),
         CellValue::Time(at) => format!("{} @{written_at}", at.to_rfc3339()),
+        CellValue::Terms(terms) => format!("{} terms @{written_at}", terms.len()),
     }
 }
 
@@ -175,7 +176,12 @@ pub fn compare(
 /// their events (or shadowed by a later row tombstone), which re-projecting at the
 /// events' own times cannot beat. `None` when nothing needs restating.
 pub fn restatement(expected: &UserRow, actual: Option<&UserRow>) -> Option<UserEvent> {
-    let differs = |column: Column| expected.cell(column) != actual.and_then(|row| row.cell(column));
+    let cell_differs =
+        |column: Column| expected.cell(column) != actual.and_then(|row| row.cell(column));
+    // A damaged search column is healed by restating the column it is derived from:
+    // the projection writes the terms with it.
+    let differs =
+        |column: Column| cell_differs(column) || column.search_column().is_some_and(cell_differs);
     let text_change = |column: Column| -> Option<FieldChange<String>> {
         if !differs(column) {
             return None;

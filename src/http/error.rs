@@ -76,6 +76,10 @@ pub enum ApiError {
     /// 503 with `Retry-After`: too many requests in flight; shed at once.
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
+    /// 503 with `Retry-After`: another request holds what this one needs for longer
+    /// than it waits (the moderators' lease); the detail says what.
+    #[error("{0}")]
+    Contended(String),
     /// 503 with `Retry-After`: the request outlived the request timeout.
     #[error("the request took too long and was abandoned; retry shortly")]
     TimedOut,
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::NotReady(_)
             | ApiError::Overloaded
+            | ApiError::Contended(_)
             | ApiError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,7 +139,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "urn:killrvideo:problem:payload-too-large",
             ApiError::UnsupportedMediaType(_) => "urn:killrvideo:problem:unsupported-media-type",
             ApiError::Validation(_) => "urn:killrvideo:problem:validation",
-            ApiError::Overloaded => "urn:killrvideo:problem:overloaded",
+            ApiError::Overloaded | ApiError::Contended(_) => "urn:killrvideo:problem:overloaded",
             ApiError::TimedOut => "urn:killrvideo:problem:timeout",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => {
                 "urn:killrvideo:problem:unavailable"
@@ -152,6 +157,17 @@ impl ApiError {
             ApiError::Internal(_) => {
                 "An unexpected error occurred. Quote the request id when reporting it.".into()
             }
+            // The frontend shows `detail` and nothing else: it names each field and what
+            // is wrong with it; `errors` keeps the same for programs.
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(|error| match error.field.strip_prefix('/') {
+                    Some(name) if !name.is_empty() => format!("{name}: {}", error.message),
+                    _ if error.field.is_empty() => error.message.clone(),
+                    _ => format!("{}: {}", error.field, error.message),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             other => other.to_string(),
         }
     }
@@ -221,6 +237,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_)
             | ApiError::NotReady(_)
             | ApiError::Overloaded
+            | ApiError::Contended(_)
             | ApiError::TimedOut => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }

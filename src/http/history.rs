@@ -36,7 +36,7 @@ pub enum HistoryResponse {
     /// Without `as_of`.
     Page(HistoryPage),
     /// With `as_of`.
-    AsOf(ProfileAsOf),
+    AsOf(Box<ProfileAsOf>),
 }
 
 /// Parsed query parameters.

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod health;
 pub mod history;
 pub mod middleware;
+pub mod moderation;
 pub mod openapi;
 pub mod representation;
 pub mod users;
@@ -18,13 +19,14 @@ use crate::store::SharedStore;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -44,6 +46,41 @@ impl Default for Limits {
             max_in_flight: 512,
             request_timeout: std::time::Duration::from_secs(10),
         }
+    }
+}
+
+/// The browser origins allowed to call the API (`KILLRVIDEO_CORS_ORIGINS`): exact
+/// origins, each answered with its own name and with credentials allowed, since the
+/// KillrVideo frontend sends `credentials: 'include'`. Empty: no CORS headers at all.
+#[derive(Debug, Clone, Default)]
+pub struct CorsOrigins(pub Vec<HeaderValue>);
+
+impl CorsOrigins {
+    /// The layer, or `None` when no origin is allowed.
+    fn layer(&self) -> Option<CorsLayer> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Some(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(self.0.clone()))
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_MATCH,
+                    HeaderName::from_static("x-request-id"),
+                ])
+                .expose_headers([
+                    header::ETAG,
+                    header::LOCATION,
+                    header::LINK,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static("x-request-id"),
+                ])
+                .max_age(std::time::Duration::from_secs(600)),
+        )
     }
 }
 
@@ -87,7 +124,7 @@ where
 }
 
 /// The whole HTTP application. Tests drive it with `oneshot` or serve it on port 0.
-pub fn router(state: AppState, limits: Limits) -> Router {
+pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
     let users = Router::new()
         .route("/register", post(users::register))
         .route("/login", post(users::login))
@@ -95,8 +132,19 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/me/history", get(history::my_history))
         .route("/{user_id}", get(users::get_user))
         .route("/{user_id}/history", get(history::user_history));
+    let moderation = Router::new()
+        .route("/users", get(moderation::search_users))
+        .route(
+            "/users/{user_id}/assign-moderator",
+            post(moderation::assign_moderator),
+        )
+        .route(
+            "/users/{user_id}/revoke-moderator",
+            post(moderation::revoke_moderator),
+        );
     let api = Router::new()
         .nest("/api/v1/users", users)
+        .nest("/api/v1/moderation", moderation)
         .route("/openapi.json", get(openapi::serve))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
@@ -127,6 +175,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: a preflight is answered before anything else looks at it, and
+        // every answer, errors and shed load included, carries the CORS headers.
+        .layer(tower::util::option_layer(cors.layer()))
         .with_state(state)
 }
 

@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
-use super::representation::{PublicProfile, UserResponse};
+use super::representation::UserResponse;
 use super::users::{LoginRequest, LoginResponse, ProfileUpdateRequest, RegisterRequest};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -30,10 +30,13 @@ impl Modify for BearerAuth {
         super::users::get_user,
         super::history::my_history,
         super::history::user_history,
+        super::moderation::search_users,
+        super::moderation::assign_moderator,
+        super::moderation::revoke_moderator,
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, super::history::HistoryResponse, UserResponse, PublicProfile, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, super::history::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -2,6 +2,7 @@
 //! profile, and the ETag.
 
 use crate::domain::UserRow;
+use crate::domain::role::roles_granted_by;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -9,64 +10,99 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The user, exactly as the endpoint document shows it. Timestamps are RFC 3339 UTC,
-/// `null` where unset.
+/// The user object every answer carries: the register answer, `login.user`, GET and
+/// PUT `/me`, `GET /{id}`, the search results and the `current` member of a 412.
+///
+/// It serves two kinds of client at once (docs/decisions.md): the KillrVideo web
+/// frontend and its OpenAPI document read camelCase (`firstName`, ..., `roles`), and the
+/// endpoint document shows snake_case and lowercase (`firstname`, `account_status`,
+/// ...). Both sets of keys are always present, with the same values. Timestamps are
+/// RFC 3339 UTC with milliseconds; an unset one is `null`, never omitted.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserResponse {
     /// The user id.
     #[serde(rename = "userId")]
     pub user_id: Uuid,
-    /// First name.
-    pub firstname: Option<String>,
-    /// Last name.
-    pub lastname: Option<String>,
-    /// Login address; only ever shown to its owner.
+    /// First name (the frontend's key).
+    #[serde(rename = "firstName")]
+    #[schema(min_length = 1, max_length = 50)]
+    pub first_name: String,
+    /// Last name (the frontend's key).
+    #[serde(rename = "lastName")]
+    #[schema(min_length = 1, max_length = 50)]
+    pub last_name: String,
+    /// Login address. `null` in the public view (`GET /api/v1/users/{id}`): the email
+    /// is shown only to its owner and to moderators.
     pub email: Option<String>,
-    /// `viewer`, `creator`, `moderator`, ...
-    pub account_status: Option<String>,
-    /// When the account was registered.
+    /// When the account was registered (the frontend's key).
+    #[serde(rename = "createdDate")]
+    pub created_date_camel: Option<DateTime<Utc>>,
+    /// `viewer`, `creator`, `moderator`, `suspended`, ... (the frontend's key).
+    #[serde(rename = "accountStatus")]
+    pub account_status_camel: String,
+    /// When the user last logged in (the frontend's key); `null` until the first login
+    /// and in the public view.
+    #[serde(rename = "lastLoginDate")]
+    pub last_login_date_camel: Option<DateTime<Utc>>,
+    /// The roles the stored `account_status` grants (never the token's): `[]` for a
+    /// status that grants none, `["viewer", "creator", "moderator"]` for a moderator.
+    pub roles: Vec<String>,
+    /// First name (the endpoint document's key).
+    #[schema(min_length = 1, max_length = 50)]
+    pub firstname: String,
+    /// Last name (the endpoint document's key).
+    #[schema(min_length = 1, max_length = 50)]
+    pub lastname: String,
+    /// The account status (the endpoint document's key).
+    pub account_status: String,
+    /// When the account was registered (the endpoint document's key).
     pub created_date: Option<DateTime<Utc>>,
-    /// When the user last logged in.
+    /// When the user last logged in (the endpoint document's key).
     pub last_login_date: Option<DateTime<Utc>>,
 }
 
-impl From<&UserRow> for UserResponse {
-    fn from(row: &UserRow) -> Self {
+impl UserResponse {
+    /// The user as its owner, or a moderator, sees it.
+    pub fn of(row: &UserRow) -> Self {
+        let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
+        let status = text(row.account_status());
+        let created = row.created_date.as_ref().map(|c| c.value);
+        let last_login = row.last_login_date.as_ref().map(|c| c.value);
         Self {
             user_id: row.user_id,
-            firstname: row.firstname().map(str::to_owned),
-            lastname: row.lastname().map(str::to_owned),
-            email: row.email().map(str::to_owned),
-            account_status: row.account_status().map(str::to_owned),
-            created_date: row.created_date.as_ref().map(|c| c.value),
-            last_login_date: row.last_login_date.as_ref().map(|c| c.value),
+            first_name: text(row.firstname()),
+            last_name: text(row.lastname()),
+            email: Some(text(row.email())),
+            created_date_camel: created,
+            account_status_camel: status.clone(),
+            last_login_date_camel: last_login,
+            roles: roles_granted_by(&status)
+                .into_iter()
+                .map(|role| role.as_str().to_owned())
+                .collect(),
+            firstname: text(row.firstname()),
+            lastname: text(row.lastname()),
+            account_status: status,
+            created_date: created,
+            last_login_date: last_login,
+        }
+    }
+
+    /// The user as anyone sees it: the email and the login activity are private
+    /// (`null`), the rest as the owner sees it.
+    pub fn public(row: &UserRow) -> Self {
+        Self {
+            email: None,
+            last_login_date_camel: None,
+            last_login_date: None,
+            ..Self::of(row)
         }
     }
 }
 
-/// What anyone may see of a user. The email is the owner's alone (the document treats
-/// it so), and login activity is private too: docs/api.md.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PublicProfile {
-    /// The user id.
-    #[serde(rename = "userId")]
-    pub user_id: Uuid,
-    /// First name.
-    pub firstname: Option<String>,
-    /// Last name.
-    pub lastname: Option<String>,
-    /// When the account was registered.
-    pub created_date: Option<DateTime<Utc>>,
-}
-
-impl From<&UserRow> for PublicProfile {
+impl From<&UserRow> for UserResponse {
     fn from(row: &UserRow) -> Self {
-        Self {
-            user_id: row.user_id,
-            firstname: row.firstname().map(str::to_owned),
-            lastname: row.lastname().map(str::to_owned),
-            created_date: row.created_date.as_ref().map(|c| c.value),
-        }
+        Self::of(row)
     }
 }
 

@@ -6,7 +6,7 @@ use super::AppState;
 use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::extract::{JsonObject, RequestId};
-use super::representation::{IfMatch, PublicProfile, UserResponse, etag, parse_if_match};
+use super::representation::{IfMatch, UserResponse, etag, parse_if_match};
 use crate::domain::events::{Actor, EventEnvelope, UserEvent};
 use crate::domain::profile::ProfileChanges;
 use crate::domain::registration::{LoginAttempt, Registration};
@@ -340,7 +340,7 @@ fn precondition(headers: &HeaderMap, current: &UserRow) -> Result<Precondition, 
     get, path = "/api/v1/users/{user_id}", tag = "users",
     params(("user_id" = String, Path, description = "The user id (a UUID)")),
     responses(
-        (status = 200, description = "Public profile", body = PublicProfile),
+        (status = 200, description = "The user as anyone sees it: `email` and the last login are `null`", body = UserResponse),
         (status = 400, description = "Not a UUID"),
         (status = 404, description = "No such user"),
         (status = 503, description = "Data store unavailable"),
@@ -357,5 +357,5 @@ pub async fn get_user(
         .find_user(user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user {user_id}")))?;
-    Ok(Json(PublicProfile::from(&row)).into_response())
+    Ok(Json(UserResponse::public(&row)).into_response())
 }

@@ -151,6 +151,44 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Forgets an email key's failed logins (after a successful login).
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError>;
+
+    /// The users whose search column `field` holds every one of `terms`, in
+    /// [`SearchKey`] order, strictly after `after`, at most `limit` of them: the
+    /// candidates of a search, read through an index (never a scan of the table).
+    /// Rows are as the request path reads them, registered users only.
+    async fn search_candidates(
+        &self,
+        field: Column,
+        terms: &[String],
+        after: Option<SearchKey>,
+        limit: usize,
+    ) -> Result<Vec<(SearchKey, UserRow)>, StoreError>;
+
+    /// Ids of users whose stored `account_status` is `status`, at most `limit`.
+    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Takes the lease `name` for `owner` unless another owner holds it; a lease not
+    /// released lapses after `ttl`. `true` when `owner` holds it now.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease back, if `owner` still holds it.
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
+}
+
+/// Where a user stands in the order search candidates come in: the partition token
+/// then the id on Cassandra, the id alone on SQLite (whose token is always 0). A page
+/// of search results ends at a key, and the next starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SearchKey {
+    /// Cassandra's `token(userid)`; 0 on SQLite.
+    pub token: i64,
+    /// The user.
+    pub user_id: Uuid,
 }
 
 /// The store as the application holds it.
@@ -261,7 +299,11 @@ pub fn validate_table_name(name: &str) -> Result<(), String> {
                 | "schema_migrations"
                 | "schema_migration_lease"
                 | "projection_checkpoints"
-        );
+                | "login_failures"
+                | "leases"
+        )
+        // The terms table of a users table (SQLite) is named after it.
+        && !name.ends_with("_search_terms");
     if ok {
         Ok(())
     } else {
@@ -290,7 +332,14 @@ mod tests {
     #[test]
     fn table_names() {
         assert!(validate_table_name("users_rebuild").is_ok());
-        for bad in ["", "user_events", "a;b", "1x"] {
+        for bad in [
+            "",
+            "user_events",
+            "a;b",
+            "1x",
+            "leases",
+            "users_search_terms",
+        ] {
             assert!(validate_table_name(bad).is_err(), "{bad}");
         }
     }

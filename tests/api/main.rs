@@ -5,10 +5,13 @@ mod support;
 
 mod auth;
 mod concurrency;
+mod contract;
+mod cors;
 mod foundation;
 mod history;
 mod jobs;
 mod login;
+mod moderation;
 mod profiles;
 mod put_me;
 mod register;

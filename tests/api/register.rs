@@ -30,9 +30,15 @@ async fn registration_creates_a_viewer_from_one_event(backend: Backend) {
         .collect();
     let mut expected = vec![
         "userId",
+        "firstName",
+        "lastName",
+        "email",
+        "createdDate",
+        "accountStatus",
+        "lastLoginDate",
+        "roles",
         "firstname",
         "lastname",
-        "email",
         "account_status",
         "created_date",
         "last_login_date",

@@ -8,6 +8,7 @@ use chrono::Utc;
 use killrvideo_users::auth::jwt::JwtKeys;
 use killrvideo_users::domain::UserRow;
 use killrvideo_users::domain::events::{Actor, EventEnvelope, UserEvent};
+use killrvideo_users::http::CorsOrigins;
 use killrvideo_users::startup::Application;
 use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
 use killrvideo_users::store::embedded::EmbeddedStore;
@@ -183,7 +184,17 @@ pub async fn spawn_app_with_limits(
         Backend::Embedded => None,
         Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
     };
-    spawn_over_with(store, TEST_KEYSPACE, limits).await
+    spawn_over_with(store, TEST_KEYSPACE, limits, CorsOrigins::default()).await
+}
+
+/// [`spawn_app`] allowing browser calls from these origins (CORS).
+pub async fn spawn_app_with_cors(backend: Backend, origins: &[&str]) -> TestApp {
+    let store = match backend {
+        Backend::Embedded => None,
+        Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
+    };
+    let cors = killrvideo_users::config::parse_cors_origins(&origins.join(",")).expect("origins");
+    spawn_over_with(store, TEST_KEYSPACE, Default::default(), cors).await
 }
 
 async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestApp {
@@ -191,6 +202,7 @@ async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestAp
         cassandra,
         keyspace,
         killrvideo_users::http::Limits::default(),
+        CorsOrigins::default(),
     )
     .await
 }
@@ -199,6 +211,7 @@ async fn spawn_over_with(
     cassandra: Option<CassandraStore>,
     keyspace: &str,
     limits: killrvideo_users::http::Limits,
+    cors: CorsOrigins,
 ) -> TestApp {
     let (store, jobs, raw, data_dir): (SharedStore, SharedProjectionStore, Raw, _) = match cassandra
     {
@@ -226,7 +239,8 @@ async fn spawn_over_with(
     )
     .await
     .expect("build application")
-    .with_limits(limits);
+    .with_limits(limits)
+    .with_cors(cors);
     let address = format!("http://{}", application.local_addr().expect("local addr"));
     tokio::spawn(application.run_until(std::future::pending()));
     TestApp {
@@ -323,6 +337,13 @@ impl TestApp {
     /// The raw users row, straight from the store.
     pub async fn row(&self, user_id: Uuid) -> Option<UserRow> {
         self.store.load_row(user_id).await.expect("load row")
+    }
+
+    /// The whole users row as the jobs read it, search terms included.
+    pub async fn full_row(&self, user_id: Uuid) -> Option<UserRow> {
+        let table = killrvideo_users::store::USERS_TABLE;
+        self.jobs.prepare_table(table).await.expect("prepare");
+        self.jobs.row_in(table, user_id).await.expect("row")
     }
 
     /// Every event of a user, oldest first.
@@ -474,6 +495,55 @@ impl TestApp {
                 eprintln!("could not drop test keyspace {}: {err}", self.keyspace);
             }
         }
+    }
+
+    /// Registers a user straight through the store (no HTTP, no password hashing: it
+    /// cannot log in), for tests that need many users fast. Returns the id.
+    pub async fn seed_user(&self, email: &str, firstname: &str, lastname: &str) -> Uuid {
+        let user_id = Uuid::new_v4();
+        let credentials = killrvideo_users::store::Credentials {
+            email_key: email.to_ascii_lowercase(),
+            password_hash: "not-a-hash".into(),
+            user_id,
+            account_locked: false,
+        };
+        let registered = EventEnvelope::new(
+            user_id,
+            killrvideo_users::clock::EventClock::new().next_event_id(),
+            Actor::User(user_id),
+            None,
+            UserEvent::UserRegistered(killrvideo_users::domain::events::UserRegistered {
+                email: email.to_owned(),
+                firstname: firstname.to_owned(),
+                lastname: lastname.to_owned(),
+                account_status: "viewer".into(),
+            }),
+        );
+        self.store
+            .register(&credentials, &registered)
+            .await
+            .expect("seed a user");
+        user_id
+    }
+
+    /// Gives a user a status through the operator command, as an operator would.
+    pub fn set_role(&self, user_id: Uuid, status: &str) {
+        let output = self.cli(&["set-role", &user_id.to_string(), status]);
+        assert!(
+            output.status.success(),
+            "set-role: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// POST a path with a bearer token and no body.
+    pub async fn post_with_token(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("POST")
     }
 
     /// A token for any subject, signed with the server's secret.

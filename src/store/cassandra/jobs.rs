@@ -2,8 +2,8 @@
 //! any table, tombstones, checkpoints.
 
 use super::{
-    CassandraStore, EVENT_COLUMNS, EventRow, USER_CELLS, UserCells, classify, internal,
-    projection_cql, qualify,
+    CassandraStore, EVENT_COLUMNS, EventRow, FullUserCells, SEARCH_CELLS, USER_CELLS, classify,
+    internal, projection_cql, qualify,
 };
 use crate::domain::projection::{COLUMN_SETS, Column};
 use crate::domain::{EventEnvelope, UserRow};
@@ -57,8 +57,28 @@ impl CassandraStore {
     }
 }
 
-fn cells_to_row(cells: UserCells) -> UserRow {
-    UserRow::from(cells)
+/// The CQL type of a users column.
+fn cql_type(column: Column) -> &'static str {
+    match column {
+        Column::CreatedDate | Column::LastLoginDate => "timestamp",
+        Column::EmailSearch | Column::FirstnameSearch | Column::LastnameSearch => "set<text>",
+        Column::Email | Column::Firstname | Column::Lastname | Column::AccountStatus => "text",
+    }
+}
+
+/// The DDL of a side table with the live table's columns, from [`Column::ALL`]
+/// (`rebuild --into` then compares equal to `users`, cell for cell, in the jobs'
+/// end-to-end tests). It has no search indexes: searches read `users`.
+pub(super) fn users_table_ddl(keyspace: &str, table: &str) -> String {
+    let columns: Vec<String> = Column::ALL
+        .iter()
+        .map(|c| format!("{} {}", c.name(), cql_type(*c)))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {keyspace}.{table} (userid uuid PRIMARY KEY, {}, \
+         last_event_id timeuuid)",
+        columns.join(", ")
+    )
 }
 
 #[async_trait]
@@ -90,10 +110,10 @@ impl ProjectionStore for CassandraStore {
             .execute_iter(statements.scan_rows.clone(), (range.start, range.end))
             .await
             .map_err(|err| StoreError::Unavailable(err.to_string()))?;
-        let rows = pager.rows_stream::<UserCells>().map_err(internal)?;
+        let rows = pager.rows_stream::<FullUserCells>().map_err(internal)?;
         Ok(rows
             .map(|row| {
-                row.map(cells_to_row)
+                row.map(UserRow::from)
                     .map_err(|err| StoreError::Unavailable(err.to_string()))
             })
             .boxed())
@@ -103,15 +123,8 @@ impl ProjectionStore for CassandraStore {
         if table != USERS_TABLE {
             validate_table_name(table)
                 .map_err(|accepts| internal(format!("invalid table `{table}`: {accepts}")))?;
-            // Same columns as the live table (migrations/cassandra/0002_users.cql).
-            let ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {}.{table} (userid uuid PRIMARY KEY, created_date timestamp, \
-                 email text, firstname text, lastname text, account_status text, \
-                 last_login_date timestamp, last_event_id timeuuid)",
-                self.keyspace
-            );
             self.session()
-                .query_unpaged(ddl, ())
+                .query_unpaged(users_table_ddl(&self.keyspace, table), ())
                 .await
                 .map_err(classify)?;
         }
@@ -136,10 +149,14 @@ impl ProjectionStore for CassandraStore {
         }
         let statements = TableStatements {
             project,
-            select_row: self.prepare_job_statement(format!("SELECT {USER_CELLS} FROM {table} WHERE userid = ?")).await?,
+            select_row: self
+                .prepare_job_statement(format!(
+                    "SELECT {USER_CELLS}, {SEARCH_CELLS} FROM {table} WHERE userid = ?"
+                ))
+                .await?,
             scan_rows: self
                 .prepare_job_statement(format!(
-                    "SELECT {USER_CELLS} FROM {table} WHERE token(userid) > ? AND token(userid) <= ?"
+                    "SELECT {USER_CELLS}, {SEARCH_CELLS} FROM {table} WHERE token(userid) > ? AND token(userid) <= ?"
                 ))
                 .await?,
             delete_row: self
@@ -180,8 +197,8 @@ impl ProjectionStore for CassandraStore {
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
-        let row: Option<UserCells> = rows.maybe_first_row().map_err(internal)?;
-        Ok(row.map(cells_to_row))
+        let row: Option<FullUserCells> = rows.maybe_first_row().map_err(internal)?;
+        Ok(row.map(UserRow::from))
     }
 
     async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError> {

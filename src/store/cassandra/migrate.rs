@@ -57,6 +57,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_login_failures.cql",
         cql: include_str!("../../../migrations/cassandra/0006_login_failures.cql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_user_search.cql",
+        cql: include_str!("../../../migrations/cassandra/0007_user_search.cql"),
+    },
+    Migration {
+        version: 8,
+        name: "0008_leases.cql",
+        cql: include_str!("../../../migrations/cassandra/0008_leases.cql"),
+    },
 ];
 
 /// How long a migration lease lives if its holder dies without releasing it.

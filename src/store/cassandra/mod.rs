@@ -15,9 +15,10 @@
 mod jobs;
 pub mod migrate;
 
-use super::{Credentials, EventPage, Precondition, StoreError, USERS_TABLE, UserStore};
+use super::{Credentials, EventPage, Precondition, SearchKey, StoreError, USERS_TABLE, UserStore};
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent};
 use crate::domain::projection::{COLUMN_SETS, CellValue, Column, project};
+use crate::domain::search::MAX_PROBE_TERMS;
 use crate::domain::user::{Cell, UserRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +32,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -72,6 +73,12 @@ struct Statements {
     record_login_failure: PreparedStatement,
     count_login_failures: PreparedStatement,
     clear_login_failures: PreparedStatement,
+    /// Per search column and number of terms (1 to `MAX_PROBE_TERMS`): the candidates
+    /// whose terms contain them all, in token order from a token on, through the SAI.
+    search: HashMap<(Column, usize), PreparedStatement>,
+    select_users_with_status: PreparedStatement,
+    acquire_lease: PreparedStatement,
+    release_lease: PreparedStatement,
 }
 
 /// The Cassandra store.
@@ -257,6 +264,11 @@ fn cell_value(value: &CellValue) -> CqlValue {
     match value {
         CellValue::Text(text) => CqlValue::Text(text.clone()),
         CellValue::Time(at) => time_value(*at),
+        // Bound whole, so the set is overwritten: its tombstone, one microsecond before
+        // the statement's timestamp, removes the terms of any older write.
+        CellValue::Terms(terms) => {
+            CqlValue::Set(terms.iter().cloned().map(CqlValue::Text).collect())
+        }
     }
 }
 
@@ -315,26 +327,12 @@ const USER_CELLS: &str = "userid, email, WRITETIME(email), firstname, WRITETIME(
      created_date, WRITETIME(created_date), last_login_date, WRITETIME(last_login_date), \
      last_event_id, WRITETIME(last_event_id)";
 
-/// One row of [`USER_CELLS`], read by position.
-#[derive(scylla::DeserializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct UserCells {
-    userid: Uuid,
-    email: Option<String>,
-    email_wt: Option<i64>,
-    firstname: Option<String>,
-    firstname_wt: Option<i64>,
-    lastname: Option<String>,
-    lastname_wt: Option<i64>,
-    account_status: Option<String>,
-    account_status_wt: Option<i64>,
-    created_date: Option<DateTime<Utc>>,
-    created_date_wt: Option<i64>,
-    last_login_date: Option<DateTime<Utc>>,
-    last_login_date_wt: Option<i64>,
-    last_event_id: Option<CqlTimeuuid>,
-    last_event_id_wt: Option<i64>,
-}
+/// The search columns with their write times, read after [`USER_CELLS`] by the jobs.
+/// A set's cells (its elements) all carry the time of the write that survived, so
+/// `MAXWRITETIME` is that write's time.
+const SEARCH_CELLS: &str = "email_search, MAXWRITETIME(email_search), \
+     firstname_search, MAXWRITETIME(firstname_search), \
+     lastname_search, MAXWRITETIME(lastname_search)";
 
 fn cell<T>(value: Option<T>, written_at: Option<i64>) -> Option<Cell<T>> {
     value
@@ -342,20 +340,87 @@ fn cell<T>(value: Option<T>, written_at: Option<i64>) -> Option<Cell<T>> {
         .map(|(value, written_at)| Cell { value, written_at })
 }
 
-impl From<UserCells> for UserRow {
-    fn from(r: UserCells) -> Self {
-        UserRow {
-            user_id: r.userid,
-            email: cell(r.email, r.email_wt),
-            firstname: cell(r.firstname, r.firstname_wt),
-            lastname: cell(r.lastname, r.lastname_wt),
-            account_status: cell(r.account_status, r.account_status_wt),
-            created_date: cell(r.created_date, r.created_date_wt),
-            last_login_date: cell(r.last_login_date, r.last_login_date_wt),
-            last_event_id: cell(r.last_event_id.map(Uuid::from), r.last_event_id_wt),
+/// A struct for one row of [`USER_CELLS`] read by position, followed by `extra`
+/// columns, with `into_parts` giving the [`UserRow`] of the base cells and the extras.
+/// The request path and the jobs read the same cells and then different ones.
+macro_rules! user_cells_struct {
+    ($(#[$meta:meta])* $name:ident { $($extra:ident: $extra_type:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(scylla::DeserializeRow)]
+        #[scylla(flavor = "enforce_order", skip_name_checks)]
+        struct $name {
+            userid: Uuid,
+            email: Option<String>,
+            email_wt: Option<i64>,
+            firstname: Option<String>,
+            firstname_wt: Option<i64>,
+            lastname: Option<String>,
+            lastname_wt: Option<i64>,
+            account_status: Option<String>,
+            account_status_wt: Option<i64>,
+            created_date: Option<DateTime<Utc>>,
+            created_date_wt: Option<i64>,
+            last_login_date: Option<DateTime<Utc>>,
+            last_login_date_wt: Option<i64>,
+            last_event_id: Option<CqlTimeuuid>,
+            last_event_id_wt: Option<i64>,
+            $($extra: $extra_type,)*
         }
+
+        impl $name {
+            #[allow(unused_parens)]
+            fn into_parts(self) -> (UserRow, ($($extra_type),*)) {
+                let mut row = UserRow::empty(self.userid);
+                row.email = cell(self.email, self.email_wt);
+                row.firstname = cell(self.firstname, self.firstname_wt);
+                row.lastname = cell(self.lastname, self.lastname_wt);
+                row.account_status = cell(self.account_status, self.account_status_wt);
+                row.created_date = cell(self.created_date, self.created_date_wt);
+                row.last_login_date = cell(self.last_login_date, self.last_login_date_wt);
+                row.last_event_id = cell(self.last_event_id.map(Uuid::from), self.last_event_id_wt);
+                (row, ($(self.$extra),*))
+            }
+        }
+    };
+}
+
+user_cells_struct!(
+    /// One row of [`USER_CELLS`]: what the request path reads.
+    UserCells {}
+);
+
+impl From<UserCells> for UserRow {
+    fn from(cells: UserCells) -> Self {
+        cells.into_parts().0
     }
 }
+
+user_cells_struct!(
+    /// One row of [`USER_CELLS`] then [`SEARCH_CELLS`]: the whole row, as the jobs read it.
+    FullUserCells {
+        email_search: Option<BTreeSet<String>>,
+        email_search_wt: Option<i64>,
+        firstname_search: Option<BTreeSet<String>>,
+        firstname_search_wt: Option<i64>,
+        lastname_search: Option<BTreeSet<String>>,
+        lastname_search_wt: Option<i64>,
+    }
+);
+
+impl From<FullUserCells> for UserRow {
+    fn from(cells: FullUserCells) -> Self {
+        let (mut row, (email, email_wt, first, first_wt, last, last_wt)) = cells.into_parts();
+        row.email_search = cell(email, email_wt);
+        row.firstname_search = cell(first, first_wt);
+        row.lastname_search = cell(last, last_wt);
+        row
+    }
+}
+
+user_cells_struct!(
+    /// One row of a search: [`USER_CELLS`], then the candidate's `token(userid)`.
+    SearchCandidate { token: i64 }
+);
 
 /// One row of the event log, read by position ([`EVENT_COLUMNS`]).
 #[derive(scylla::DeserializeRow)]
@@ -674,6 +739,20 @@ impl Statements {
                 prepare(projection_cql(USERS_TABLE, columns), true).await?,
             );
         }
+        let mut search = HashMap::new();
+        for (column, _) in Column::SEARCH {
+            for count in 1..=MAX_PROBE_TERMS {
+                let contains = vec![format!("{} CONTAINS ?", column.name()); count].join(" AND ");
+                search.insert(
+                    (column, count),
+                    prepare_read(format!(
+                        "SELECT {USER_CELLS}, token(userid) FROM users WHERE {contains} \
+                         AND token(userid) >= ? LIMIT ?"
+                    ))
+                    .await?,
+                );
+            }
+        }
         Ok(Self {
             ping: prepare_read("SELECT release_version FROM system.local WHERE key = 'local'".into()).await?,
             select_user: prepare_read(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?")).await?,
@@ -731,6 +810,18 @@ impl Statements {
             )
             .await?,
             clear_login_failures: prepare("DELETE FROM login_failures WHERE email = ?".into(), true).await?,
+            search,
+            select_users_with_status: prepare_read(
+                "SELECT userid FROM users WHERE account_status = ? LIMIT ?".into(),
+            )
+            .await?,
+            acquire_lease: prepare(
+                "INSERT INTO leases (name, owner) VALUES (?, ?) IF NOT EXISTS USING TTL ?".into(),
+                false,
+            )
+            .await?,
+            release_lease: prepare("DELETE FROM leases WHERE name = ? IF owner = ?".into(), false)
+                .await?,
         })
     }
 }
@@ -854,6 +945,93 @@ impl UserStore for CassandraStore {
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
         self.session()
             .execute_unpaged(&self.statements.clear_login_failures, (email_key,))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn search_candidates(
+        &self,
+        field: Column,
+        terms: &[String],
+        after: Option<SearchKey>,
+        limit: usize,
+    ) -> Result<Vec<(SearchKey, UserRow)>, StoreError> {
+        let statement = self
+            .statements
+            .search
+            .get(&(field, terms.len()))
+            .ok_or_else(|| {
+                internal(format!("no search by {field:?} with {} terms", terms.len()))
+            })?;
+        let mut values: BoundValues = terms
+            .iter()
+            .map(|term| Some(CqlValue::Text(term.clone())))
+            .collect();
+        // From the cursor's token on, inclusive: another user of the same token (a
+        // collision, vanishingly rare) is not skipped; those up to the cursor are.
+        values.push(Some(CqlValue::BigInt(
+            after.map_or(i64::MIN, |key| key.token),
+        )));
+        // One more for each user at the cursor's token, which is dropped below.
+        let fetch = limit.saturating_add(1);
+        values.push(Some(CqlValue::Int(
+            i32::try_from(fetch).unwrap_or(i32::MAX),
+        )));
+        let result = self
+            .session()
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let mut found = Vec::new();
+        for row in rows.rows::<SearchCandidate>().map_err(internal)? {
+            let (row, token) = row.map_err(internal)?.into_parts();
+            let key = SearchKey {
+                token,
+                user_id: row.user_id,
+            };
+            if after.is_some_and(|after| key <= after) || !row.is_registered() {
+                continue;
+            }
+            found.push((key, row));
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let result = self
+            .session()
+            .execute_unpaged(&self.statements.select_users_with_status, (status, limit))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        rows.rows::<(Uuid,)>()
+            .map_err(internal)?
+            .map(|row| row.map(|(id,)| id).map_err(internal))
+            .collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
+        let result = self
+            .session()
+            .execute_unpaged(&self.statements.acquire_lease, (name, owner, ttl))
+            .await
+            .map_err(classify)?;
+        lwt_applied(result)
+    }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        self.session()
+            .execute_unpaged(&self.statements.release_lease, (name, owner))
             .await
             .map_err(classify)?;
         Ok(())

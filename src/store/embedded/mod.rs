@@ -6,10 +6,10 @@
 
 use super::{
     Credentials, EventPage, EventStream, Precondition, ProjectionStore, RowStream, ScanRange,
-    StoreError, USERS_TABLE, UserStore, validate_table_name,
+    SearchKey, StoreError, USERS_TABLE, UserStore, validate_table_name,
 };
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent, event_micros};
-use crate::domain::projection::{Column, project};
+use crate::domain::projection::{CellValue, Column, project};
 use crate::domain::user::{Cell, UserRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,6 +17,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use group_commit::DatabaseThread;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../../migrations/sqlite/0003_login_failures.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_user_search.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_leases.sql"),
     ),
 ];
 
@@ -355,9 +364,58 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-const USER_COLUMNS: &str = "email, email_wt, firstname, firstname_wt, lastname, lastname_wt, \
-     account_status, account_status_wt, created_date, created_date_wt, \
-     last_login_date, last_login_date_wt, last_event_id, last_event_id_wt";
+/// The users columns as SQLite stores them, in [`Column`] order: each value with its
+/// write time beside it (`<name>_wt`, microseconds). A search column keeps only its
+/// write time here; its terms are rows of the table's terms table
+/// ([`search_terms_table`]), where a search can find them by index.
+fn stored_columns() -> Vec<(String, &'static str)> {
+    let mut columns = Vec::new();
+    for column in Column::ALL {
+        if column.search_source().is_none() {
+            let kind = match column {
+                Column::CreatedDate | Column::LastLoginDate => "INTEGER", // milliseconds
+                _ => "TEXT",
+            };
+            columns.push((column.name().to_owned(), kind));
+        }
+        columns.push((format!("{}_wt", column.name()), "INTEGER"));
+    }
+    columns.push(("last_event_id".into(), "TEXT"));
+    columns.push(("last_event_id_wt".into(), "INTEGER"));
+    columns
+}
+
+/// The stored columns, comma-separated, as selected by every row read.
+static USER_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    stored_columns()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The terms table beside a users table: `users_search_terms` for `users`.
+fn search_terms_table(table: &str) -> String {
+    format!("{table}_search_terms")
+}
+
+/// The DDL of a users table and its terms table: the one definition side tables are
+/// created from (`rebuild --into`), kept equal to what the migrations give `users` by
+/// a unit test.
+fn users_table_ddl(table: &str) -> String {
+    let columns: Vec<String> = stored_columns()
+        .into_iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect();
+    let terms = search_terms_table(table);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (userid TEXT PRIMARY KEY, {}) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS {terms} (field TEXT NOT NULL, term TEXT NOT NULL, \
+         userid TEXT NOT NULL, PRIMARY KEY (field, term, userid)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS {terms}_by_user ON {terms} (userid, field);",
+        columns.join(", ")
+    )
+}
 
 fn text_cell(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Cell<String>>> {
     let value: Option<String> = row.get(at)?;
@@ -386,7 +444,28 @@ fn uuid_cell(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Cell
     }))
 }
 
-/// Reads the cells of a row selected with [`USER_COLUMNS`] starting at column `at`.
+/// A user id column: a value that is not a UUID is an error, never the nil UUID.
+fn uuid_column(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(at)?;
+    Uuid::parse_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(err))
+    })
+}
+
+/// A search column's write time, as a cell whose terms are not read yet (an empty set).
+fn terms_written_at(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Option<Cell<BTreeSet<String>>>> {
+    let written_at: Option<i64> = row.get(at)?;
+    Ok(written_at.map(|written_at| Cell {
+        value: BTreeSet::new(),
+        written_at,
+    }))
+}
+
+/// Reads the cells of a row selected with [`USER_COLUMNS`] starting at column `at`. The
+/// search cells carry their write times only; [`read_terms`] fills their terms in.
 fn read_cells(row: &rusqlite::Row<'_>, user_id: Uuid, at: usize) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
         user_id,
@@ -396,23 +475,51 @@ fn read_cells(row: &rusqlite::Row<'_>, user_id: Uuid, at: usize) -> rusqlite::Re
         account_status: text_cell(row, at + 6)?,
         created_date: time_cell(row, at + 8)?,
         last_login_date: time_cell(row, at + 10)?,
-        last_event_id: uuid_cell(row, at + 12)?,
+        email_search: terms_written_at(row, at + 12)?,
+        firstname_search: terms_written_at(row, at + 13)?,
+        lastname_search: terms_written_at(row, at + 14)?,
+        last_event_id: uuid_cell(row, at + 15)?,
     })
 }
 
-/// Reads the raw row of the live table, registered or not.
+/// Reads the row's search terms from the terms table of `table` into its search cells:
+/// what a search finds the user by, so the jobs compare exactly that with the log.
+fn read_terms(connection: &Connection, table: &str, row: &mut UserRow) -> Result<(), StoreError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT field, term FROM {} WHERE userid = ?1",
+        search_terms_table(table)
+    ))?;
+    let terms = statement.query_map([row.user_id.to_string()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for entry in terms {
+        let (field, term) = entry?;
+        let column = Column::SEARCH
+            .iter()
+            .map(|(search, _)| *search)
+            .find(|c| c.name() == field);
+        if let Some(Some(cell)) = column.and_then(|c| row.terms_slot(c)) {
+            cell.value.insert(term);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the raw row of the live table, registered or not, as the request path needs
+/// it: the search cells carry their write times only.
 fn load_row(connection: &Connection, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
     load_row_from(connection, USERS_TABLE, user_id)
 }
 
-/// Reads the raw row of `table` (validated by the caller).
+/// Reads the raw row of `table` (validated by the caller), search terms not read.
 fn load_row_from(
     connection: &Connection,
     table: &str,
     user_id: Uuid,
 ) -> Result<Option<UserRow>, StoreError> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM {table} WHERE userid = ?1"
+        "SELECT {} FROM {table} WHERE userid = ?1",
+        *USER_COLUMNS
     ))?;
     let row = statement
         .query_row([user_id.to_string()], |row| read_cells(row, user_id, 0))
@@ -420,30 +527,28 @@ fn load_row_from(
     Ok(row)
 }
 
-/// One column's value and write time as SQLite parameters.
+/// Reads the whole row of `table`, search terms included: what the jobs compare.
+fn load_full_row(
+    connection: &Connection,
+    table: &str,
+    user_id: Uuid,
+) -> Result<Option<UserRow>, StoreError> {
+    let Some(mut row) = load_row_from(connection, table, user_id)? else {
+        return Ok(None);
+    };
+    read_terms(connection, table, &mut row)?;
+    Ok(Some(row))
+}
+
+/// One column's value and write time as SQLite parameters (not for search columns,
+/// whose terms are rows of their own).
 fn column_values(row: &UserRow, column: Column) -> (rusqlite::types::Value, Option<i64>) {
     use rusqlite::types::Value;
-    let text = |cell: &Option<Cell<String>>| {
-        (
-            cell.as_ref()
-                .map_or(Value::Null, |c| Value::Text(c.value.clone())),
-            cell.as_ref().map(|c| c.written_at),
-        )
-    };
-    let time = |cell: &Option<Cell<DateTime<Utc>>>| {
-        (
-            cell.as_ref()
-                .map_or(Value::Null, |c| Value::Integer(c.value.timestamp_millis())),
-            cell.as_ref().map(|c| c.written_at),
-        )
-    };
-    match column {
-        Column::Email => text(&row.email),
-        Column::Firstname => text(&row.firstname),
-        Column::Lastname => text(&row.lastname),
-        Column::AccountStatus => text(&row.account_status),
-        Column::CreatedDate => time(&row.created_date),
-        Column::LastLoginDate => time(&row.last_login_date),
+    match row.cell(column) {
+        Some((CellValue::Text(text), at)) => (Value::Text(text), Some(at)),
+        Some((CellValue::Time(time), at)) => (Value::Integer(time.timestamp_millis()), Some(at)),
+        Some((CellValue::Terms(_), at)) => (Value::Null, Some(at)),
+        None => (Value::Null, None),
     }
 }
 
@@ -486,13 +591,25 @@ fn append_checked(
     append_in(tx, event)
 }
 
+/// How a projection's set of terms lands on what the terms table holds, decided by
+/// write time as Cassandra decides it for a `set<text>` ([`Cell::merge_terms`]).
+enum TermsWrite {
+    /// Newer than the stored set (or there is none): it replaces it.
+    Replace,
+    /// The same write time: the sets are merged.
+    Union,
+}
+
 /// Folds the event's projection into the row with the shared last-write-wins merge and
-/// writes back only the cells that changed.
+/// writes back only the cells that changed. Search terms follow the same rule by
+/// their write time: a newer set replaces the stored rows, one of the same time adds
+/// to them, an older one changes nothing.
 fn apply_projection(
     tx: &Connection,
     table: &str,
     envelope: &EventEnvelope,
 ) -> Result<(), StoreError> {
+    use rusqlite::types::Value;
     let projection = project(envelope);
     let existing = load_row_from(tx, table, envelope.user_id)?;
     let before = existing
@@ -502,43 +619,74 @@ fn apply_projection(
     after.apply(&projection);
 
     let mut assignments = Vec::new();
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
     for column in Column::ALL {
+        if column.search_source().is_some() {
+            continue;
+        }
         let new = column_values(&after, column);
         if new != column_values(&before, column) {
             assignments.push(format!("{0} = ?, {0}_wt = ?", column.name()));
             values.push(new.0);
-            values.push(new.1.map_or(
-                rusqlite::types::Value::Null,
-                rusqlite::types::Value::Integer,
-            ));
+            values.push(new.1.map_or(Value::Null, Value::Integer));
         }
+    }
+    let mut terms_writes = Vec::new();
+    for (column, value) in &projection.writes {
+        let CellValue::Terms(terms) = value else {
+            continue;
+        };
+        let stored = before.terms_cell(*column).map(|cell| cell.written_at);
+        let write = match stored {
+            Some(at) if at > projection.write_time => continue,
+            Some(at) if at == projection.write_time => TermsWrite::Union,
+            _ => {
+                assignments.push(format!("{}_wt = ?", column.name()));
+                values.push(Value::Integer(projection.write_time));
+                TermsWrite::Replace
+            }
+        };
+        terms_writes.push((*column, terms, write));
     }
     if after.last_event_id != before.last_event_id {
         assignments.push("last_event_id = ?, last_event_id_wt = ?".into());
         let cell = after.last_event_id.as_ref();
-        values.push(cell.map_or(rusqlite::types::Value::Null, |c| {
-            rusqlite::types::Value::Text(c.value.to_string())
-        }));
-        values.push(cell.map_or(rusqlite::types::Value::Null, |c| {
-            rusqlite::types::Value::Integer(c.written_at)
-        }));
+        values.push(cell.map_or(Value::Null, |c| Value::Text(c.value.to_string())));
+        values.push(cell.map_or(Value::Null, |c| Value::Integer(c.written_at)));
     }
-    if assignments.is_empty() {
+    if assignments.is_empty() && terms_writes.is_empty() {
         return Ok(());
     }
+    let user_id = envelope.user_id.to_string();
     if existing.is_none() {
         tx.prepare_cached(&format!("INSERT INTO {table} (userid) VALUES (?1)"))?
-            .execute([envelope.user_id.to_string()])?;
+            .execute([&user_id])?;
     }
-    values.push(rusqlite::types::Value::Text(envelope.user_id.to_string()));
-    // Column names come from the fixed Column enum, never from input.
-    let sql = format!(
-        "UPDATE {table} SET {} WHERE userid = ?",
-        assignments.join(", ")
-    );
-    tx.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(values))?;
+    if !assignments.is_empty() {
+        values.push(Value::Text(user_id.clone()));
+        // Column names come from the fixed Column enum, never from input.
+        let sql = format!(
+            "UPDATE {table} SET {} WHERE userid = ?",
+            assignments.join(", ")
+        );
+        tx.prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(values))?;
+    }
+    let terms_table = search_terms_table(table);
+    for (column, terms, write) in terms_writes {
+        if let TermsWrite::Replace = write {
+            tx.prepare_cached(&format!(
+                "DELETE FROM {terms_table} WHERE userid = ?1 AND field = ?2"
+            ))?
+            .execute(params![user_id, column.name()])?;
+        }
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO {terms_table} (field, term, userid) VALUES (?1, ?2, ?3)"
+        ))?;
+        for term in terms {
+            insert.execute(params![column.name(), term, user_id])?;
+        }
+    }
     Ok(())
 }
 
@@ -578,7 +726,9 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        self.database.read(move |c| load_row(c, user_id)).await
+        self.database
+            .read(move |c| Ok(load_row(c, user_id)?.map(UserRow::without_search)))
+            .await
     }
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
@@ -657,7 +807,9 @@ impl UserStore for EmbeddedStore {
         self.database
             .write(move |tx| {
                 append_checked(tx, &event, precondition)?;
-                Ok(load_row(tx, event.user_id)?.filter(UserRow::is_registered))
+                Ok(load_row(tx, event.user_id)?
+                    .filter(UserRow::is_registered)
+                    .map(UserRow::without_search))
             })
             .await
     }
@@ -698,6 +850,124 @@ impl UserStore for EmbeddedStore {
             Ok(u32::try_from(count).unwrap_or(u32::MAX))
         })
         .await
+    }
+
+    async fn search_candidates(
+        &self,
+        field: Column,
+        terms: &[String],
+        after: Option<SearchKey>,
+        limit: usize,
+    ) -> Result<Vec<(SearchKey, UserRow)>, StoreError> {
+        if field.search_source().is_none() || terms.is_empty() {
+            return Err(StoreError::Internal(format!(
+                "search by {field:?} with {} terms",
+                terms.len()
+            )));
+        }
+        // Driven by the first term's rows, which the primary key keeps in user order
+        // (so `LIMIT` stops the walk early); each further term is one key lookup.
+        let further: String = (1..terms.len())
+            .map(|i| {
+                format!(
+                    " AND EXISTS (SELECT 1 FROM users_search_terms t{i} WHERE t{i}.field = ?1 \
+                     AND t{i}.term = ?{} AND t{i}.userid = t0.userid)",
+                    i + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT t0.userid, {} FROM users_search_terms t0 JOIN users u ON u.userid = t0.userid \
+             WHERE t0.field = ?1 AND t0.term = ?2 AND t0.userid > ?3{further} \
+             ORDER BY t0.userid LIMIT ?4",
+            USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            field.name().to_owned().into(),
+            terms[0].clone().into(),
+            after
+                .map(|key| key.user_id.to_string())
+                .unwrap_or_default()
+                .into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        ];
+        values.extend(terms[1..].iter().cloned().map(rusqlite::types::Value::from));
+        self.with_reader(move |c| {
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                let user_id = uuid_column(row, 0)?;
+                Ok((
+                    SearchKey { token: 0, user_id },
+                    read_cells(row, user_id, 1)?,
+                ))
+            })?;
+            let mut found = Vec::new();
+            for row in rows {
+                let (key, row) = row?;
+                if row.is_registered() {
+                    found.push((key, row.without_search()));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        let status = status.to_owned();
+        // The database thread: a status just changed by a write is already visible.
+        self.database
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT userid FROM users WHERE account_status = ?1 LIMIT ?2",
+                )?;
+                let ids = statement.query_map(
+                    params![status, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |row| uuid_column(row, 0),
+                )?;
+                Ok(ids.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        let now = Utc::now().timestamp_micros();
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        self.database
+            .write(move |c| {
+                // Taken if free, lapsed, or already ours.
+                let taken = c
+                    .prepare_cached(
+                        "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,
+                             expires_at = excluded.expires_at
+                         WHERE leases.expires_at < ?4 OR leases.owner = excluded.owner",
+                    )?
+                    .execute(params![name, owner.to_string(), expires_at, now])?;
+                Ok(taken == 1)
+            })
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.database
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM leases WHERE name = ?1 AND owner = ?2")?
+                    .execute(params![name, owner.to_string()])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
@@ -860,20 +1130,27 @@ impl ProjectionStore for EmbeddedStore {
         checked_table(table)?;
         let (low, high) = (bucket_bound(range.start), bucket_bound(range.end));
         let sql = format!(
-            "SELECT userid, {USER_COLUMNS} FROM {table}
-             WHERE userid > ?1 AND userid >= ?2 AND userid < ?3 ORDER BY userid LIMIT ?4"
+            "SELECT userid, {} FROM {table}
+             WHERE userid > ?1 AND userid >= ?2 AND userid < ?3 ORDER BY userid LIMIT ?4",
+            *USER_COLUMNS
         );
+        let table = table.to_owned();
         Ok(paged(self.clone(), move |c, after| {
             let mut statement = c.prepare_cached(&sql)?;
             let rows = statement.query_map(
                 params![after.unwrap_or_default(), low, high, SCAN_PAGE_ROWS],
                 |row| {
                     let id: String = row.get(0)?;
-                    let user_id = Uuid::parse_str(&id).unwrap_or_default();
-                    Ok((id, read_cells(row, user_id, 1)?))
+                    Ok((id, read_cells(row, uuid_column(row, 0)?, 1)?))
                 },
             )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut page = Vec::new();
+            for row in rows {
+                let (id, mut row) = row?;
+                read_terms(c, &table, &mut row)?;
+                page.push((id, row));
+            }
+            Ok(page)
         }))
     }
 
@@ -882,17 +1159,7 @@ impl ProjectionStore for EmbeddedStore {
         if table == USERS_TABLE {
             return Ok(());
         }
-        let sql = include_str!("../../../migrations/sqlite/0001_init.sql");
-        // The users definition of the initial schema, renamed.
-        let start = sql
-            .find("CREATE TABLE IF NOT EXISTS users")
-            .ok_or_else(|| StoreError::Internal("no users DDL".into()))?;
-        let end = start
-            + sql[start..]
-                .find(';')
-                .ok_or_else(|| StoreError::Internal("no users DDL end".into()))?;
-        let ddl =
-            sql[start..end].replacen("IF NOT EXISTS users", &format!("IF NOT EXISTS {table}"), 1);
+        let ddl = users_table_ddl(table);
         // DDL: with the connection to itself, between batches.
         self.database
             .exclusive(move |c| {
@@ -905,7 +1172,7 @@ impl ProjectionStore for EmbeddedStore {
     async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         checked_table(table)?;
         let table = table.to_owned();
-        self.with_reader(move |c| load_row_from(c, &table, user_id))
+        self.with_reader(move |c| load_full_row(c, &table, user_id))
             .await
     }
 
@@ -920,10 +1187,15 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn delete_row(&self, table: &str, user_id: Uuid, _at: i64) -> Result<(), StoreError> {
         checked_table(table)?;
-        let sql = format!("DELETE FROM {table} WHERE userid = ?1");
+        let delete_row = format!("DELETE FROM {table} WHERE userid = ?1");
+        let delete_terms = format!(
+            "DELETE FROM {} WHERE userid = ?1",
+            search_terms_table(table)
+        );
         self.database
             .write(move |c| {
-                c.execute(&sql, [user_id.to_string()])?;
+                c.execute(&delete_row, [user_id.to_string()])?;
+                c.execute(&delete_terms, [user_id.to_string()])?;
                 Ok(())
             })
             .await
@@ -937,13 +1209,33 @@ impl ProjectionStore for EmbeddedStore {
         _at: i64,
     ) -> Result<(), StoreError> {
         checked_table(table)?;
-        let sql = format!(
-            "UPDATE {table} SET {0} = NULL, {0}_wt = NULL WHERE userid = ?1",
-            column.name()
-        );
+        let (clear, delete_terms) = if column.search_source().is_some() {
+            (
+                format!(
+                    "UPDATE {table} SET {0}_wt = NULL WHERE userid = ?1",
+                    column.name()
+                ),
+                Some(format!(
+                    "DELETE FROM {} WHERE userid = ?1 AND field = '{}'",
+                    search_terms_table(table),
+                    column.name()
+                )),
+            )
+        } else {
+            (
+                format!(
+                    "UPDATE {table} SET {0} = NULL, {0}_wt = NULL WHERE userid = ?1",
+                    column.name()
+                ),
+                None,
+            )
+        };
         self.database
             .write(move |c| {
-                c.execute(&sql, [user_id.to_string()])?;
+                c.execute(&clear, [user_id.to_string()])?;
+                if let Some(sql) = &delete_terms {
+                    c.execute(sql, [user_id.to_string()])?;
+                }
                 Ok(())
             })
             .await
@@ -1028,6 +1320,35 @@ mod tests {
                 lastname: None,
             }),
         )
+    }
+
+    /// A side table built from the one DDL has exactly the columns the migrations gave
+    /// `users`, and its terms table those of `users_search_terms`.
+    #[test]
+    fn side_tables_match_the_migrated_users_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let connection = Connection::open(store.path()).expect("connection");
+        connection
+            .execute_batch(&users_table_ddl("users_side"))
+            .expect("side table");
+        let columns = |table: &str| -> Vec<(String, String)> {
+            let mut statement = connection
+                .prepare(&format!("PRAGMA table_info({table})"))
+                .expect("pragma");
+            let mut columns: Vec<(String, String)> = statement
+                .query_map([], |row| Ok((row.get(1)?, row.get(2)?)))
+                .expect("columns")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            columns.sort();
+            columns
+        };
+        assert_eq!(columns("users_side"), columns("users"));
+        assert_eq!(
+            columns("users_side_search_terms"),
+            columns("users_search_terms")
+        );
     }
 
     /// The scans page with a keyset cursor; more rows than one page must come back

@@ -1,0 +1,185 @@
+//! Changing a user's role: the operator's `set-role`, and the moderators' assign and
+//! revoke of the moderation API. Every change is an `AccountStatusChanged` event, the
+//! only way `account_status` changes.
+
+use crate::clock::EventClock;
+use crate::domain::UserRow;
+use crate::domain::decide;
+use crate::domain::events::{Actor, EventEnvelope};
+use crate::domain::role::{AccountStatus, role_for_status};
+use crate::store::{Precondition, StoreError, UserStore};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What `set-role` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetRoleOutcome {
+    /// An `AccountStatusChanged` event was recorded.
+    Changed {
+        /// The previous status.
+        from: Option<String>,
+        /// The event.
+        event_id: Uuid,
+    },
+    /// The account already had that status; nothing was recorded.
+    Unchanged,
+    /// No such user.
+    NoSuchUser,
+}
+
+/// Who changes a role, and in answer to which request.
+#[derive(Debug, Clone)]
+pub struct RoleChanger<'a> {
+    /// Source of the event's id.
+    pub clock: &'a EventClock,
+    /// Recorded as the event's actor: the operator, or the moderator.
+    pub actor: Actor,
+    /// The HTTP request, if any.
+    pub request_id: Option<String>,
+}
+
+/// Records an `AccountStatusChanged` event. The append is version-checked against the
+/// row just read, and retried a few times if a concurrent write got in between, so the
+/// recorded `from` is always true.
+pub async fn set_role(
+    store: &dyn UserStore,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+    status: AccountStatus,
+) -> Result<SetRoleOutcome, StoreError> {
+    for _ in 0..5 {
+        let Some(current) = store.find_user(user_id).await? else {
+            return Ok(SetRoleOutcome::NoSuchUser);
+        };
+        let Some(event) = decide::change_account_status(&current, status) else {
+            return Ok(SetRoleOutcome::Unchanged);
+        };
+        let envelope = EventEnvelope::new(
+            user_id,
+            changer.clock.next_event_id(),
+            changer.actor.clone(),
+            changer.request_id.clone(),
+            event,
+        );
+        let precondition = current
+            .version()
+            .map_or(Precondition::None, Precondition::LatestEvent);
+        match store.append(&envelope, precondition).await {
+            Ok(()) => {
+                return Ok(SetRoleOutcome::Changed {
+                    from: current.account_status().map(str::to_owned),
+                    event_id: envelope.event_id,
+                });
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+    Err(StoreError::Conflict(
+        "the user kept changing; try again".into(),
+    ))
+}
+
+/// Why a moderator's role change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModerationError {
+    /// No such user.
+    #[error("no user {0}")]
+    NoSuchUser(Uuid),
+    /// The account's status grants no role (suspended, say): promoting it would lift a
+    /// suspension, which is an operator's decision.
+    #[error("the account's status is `{0}`; only an operator can change it (set-role)")]
+    NotEligible(String),
+    /// Revoking would leave no moderator.
+    #[error("this is the last moderator; make someone else a moderator first")]
+    LastModerator,
+    /// Another revocation holds the moderators' lease for longer than we wait.
+    #[error("another role change is in progress; retry shortly")]
+    Busy,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The lease every revocation of a moderator holds while it checks that another
+/// moderator remains, so that two revocations can never both see the other.
+const MODERATORS_LEASE: &str = "moderators";
+/// How long the lease lives if its holder dies: longer than a revocation takes.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long a revocation waits for the lease before answering 503.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+/// Pause between two attempts at the lease.
+const LEASE_RETRY: Duration = Duration::from_millis(25);
+
+/// The user after a role change, as stored.
+async fn refetch(store: &dyn UserStore, user_id: Uuid) -> Result<UserRow, ModerationError> {
+    store
+        .find_user(user_id)
+        .await?
+        .ok_or(ModerationError::NoSuchUser(user_id))
+}
+
+/// Makes a user a moderator; a moderator already is one, and nothing is recorded.
+pub async fn assign_moderator(
+    store: &dyn UserStore,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+) -> Result<UserRow, ModerationError> {
+    let current = refetch(store, user_id).await?;
+    let status = current.account_status().unwrap_or_default();
+    if role_for_status(status).is_none() {
+        return Err(ModerationError::NotEligible(status.to_owned()));
+    }
+    match set_role(store, changer, user_id, AccountStatus::Moderator).await? {
+        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
+        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => refetch(store, user_id).await,
+    }
+}
+
+/// Makes a moderator a viewer again, unless no other moderator would remain; someone who
+/// is not a moderator is left as they are, and nothing is recorded. A moderator may
+/// revoke their own role while another moderator remains.
+pub async fn revoke_moderator(
+    store: &dyn UserStore,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+) -> Result<UserRow, ModerationError> {
+    let current = refetch(store, user_id).await?;
+    if current.account_status() != Some(AccountStatus::Moderator.as_str()) {
+        return Ok(current);
+    }
+    let owner = Uuid::new_v4();
+    let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+    while !store
+        .acquire_lease(MODERATORS_LEASE, owner, LEASE_TTL)
+        .await?
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ModerationError::Busy);
+        }
+        tokio::time::sleep(LEASE_RETRY).await;
+    }
+    let outcome = revoke_holding_the_lease(store, changer, user_id).await;
+    if let Err(err) = store.release_lease(MODERATORS_LEASE, owner).await {
+        tracing::warn!(error = %err, "could not release the moderators' lease; it lapses by itself");
+    }
+    outcome?;
+    refetch(store, user_id).await
+}
+
+async fn revoke_holding_the_lease(
+    store: &dyn UserStore,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+) -> Result<(), ModerationError> {
+    let moderators = store
+        .users_with_status(AccountStatus::Moderator.as_str(), 2)
+        .await?;
+    if moderators.iter().all(|id| *id == user_id) {
+        return Err(ModerationError::LastModerator);
+    }
+    match set_role(store, changer, user_id, AccountStatus::Viewer).await? {
+        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
+        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),
+    }
+}
