@@ -33,7 +33,7 @@ runs = {name: run for name, run in runs.items() if name not in rounds}
 order = ["embedded-put-c32", "embedded-put-half-peak", "embedded-mixed-contended", "embedded-floor-c32",
          "embedded-floor-half-peak",
          "cassandra-put-c32", "cassandra-put-half-peak", "cassandra-mixed-contended", "cassandra-floor-c32",
-         "cassandra-floor-half-peak"]
+         "cassandra-floor-half-peak", "embedded-search", "cassandra-search"]
 order = [name for name in order if name in runs]
 
 lines = []
@@ -62,7 +62,10 @@ lines.append("Scenarios: `put-c32` is PUT /me with new names from 32 closed-loop
              "from each request's due time); `mixed-contended` is 20% GET, 10% If-Match PUT (each preceded by "
              "a GET for the ETag), over 10 hot users (412s are expected, not errors); `floor-c32` runs the same "
              "store calls as one PUT (auth read, append + projection, refetch) in-process with no HTTP; "
-             "`floor-half-peak` runs them at the `put-half-peak` arrival rate.\n")
+             "`floor-half-peak` runs them at the `put-half-peak` arrival rate; `search` is the moderators' "
+             "`GET /api/v1/moderation/users?q=` from 4 clients over a directory of `loadgen seed-directory` users "
+             "(half the queries a 3-5 letter fragment of a common first name, a full page of 50; half a whole email "
+             "local part, one match).\n")
 
 if rounds:
     lines.append("Rounds (service and floor alternate; the table shows each side's median round):\n")
@@ -113,6 +116,17 @@ floor_half = runs.get("cassandra-floor-half-peak")
 if half and floor_half:
     lines.append(f"For comparison, the driver floor alone at the same arrival rate ({floor_half['rate']} req/s): "
                  f"p50 {floor_half['latency_ms']['p50']:.1f} ms, p99 {floor_half['latency_ms']['p99']:.1f} ms.\n")
+
+searches = [(backend, runs.get(f"{backend}-search")) for backend in ("embedded", "cassandra")]
+searches = [(backend, run) for backend, run in searches if run]
+if searches:
+    lines.append("## Search latency\n")
+    lines.append("| backend | users in the directory | searches/s (4 clients) | p50 ms | p99 ms |")
+    lines.append("|---|---|---|---|---|")
+    for backend, run in searches:
+        lines.append(f"| {backend} | {run['users']:,} | {run['throughput_rps']:.0f} | "
+                     f"{run['latency_ms']['p50']:.2f} | {run['latency_ms']['p99']:.2f} |")
+    lines.append("")
 
 rebuilds = []
 for backend in ["embedded", "cassandra"]:

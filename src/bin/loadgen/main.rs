@@ -54,6 +54,11 @@ enum Command {
     Floor(FloorArgs),
     /// Append events straight into a store (for the rebuild benchmark).
     Seed(SeedArgs),
+    /// Register a directory of users with varied, accented names straight into a
+    /// store, and one moderator, for the search benchmark.
+    SeedDirectory(SeedDirectoryArgs),
+    /// Drive `GET /api/v1/moderation/users?q=...` as a moderator.
+    Search(SearchArgs),
     /// Drop the configured Cassandra keyspace, so that a benchmark leaves none behind
     /// on the server (each is up to a million events, and a server holding hundreds of
     /// tables runs slower: docs/performance.md, eighth round).
@@ -146,6 +151,33 @@ struct SeedArgs {
 }
 
 #[derive(Args)]
+struct SeedDirectoryArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Users to register.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Registrations in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Service base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The service's JWT secret, to mint the moderator's token.
+    #[arg(long, env = "KILLRVIDEO_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The moderator `seed-directory` registered.
+    #[arg(long)]
+    moderator: Uuid,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
 struct DropKeyspaceArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -155,7 +187,7 @@ struct DropKeyspaceArgs {
 #[derive(Serialize)]
 struct Report {
     label: String,
-    /// `http`, `http-ceiling` (`--ceiling`: `GET /healthz`) or `floor`.
+    /// `http`, `http-ceiling` (`--ceiling`: `GET /healthz`), `floor` or `search`.
     mode: &'static str,
     concurrency: usize,
     rate: Option<u64>,
@@ -737,6 +769,238 @@ async fn seed(args: SeedArgs) -> Result<Value, String> {
     )
 }
 
+// ----- search -----
+
+/// First names of the directory: accented and plain, so that folding is exercised.
+const FIRST_NAMES: [&str; 40] = [
+    "Jöhnny",
+    "Ängela",
+    "Émile",
+    "Zoë",
+    "Søren",
+    "Mårten",
+    "José",
+    "Renée",
+    "Łukasz",
+    "Chloé",
+    "Noémie",
+    "François",
+    "Håkon",
+    "Björn",
+    "Ana",
+    "Maria",
+    "John",
+    "Michael",
+    "Sarah",
+    "David",
+    "Laura",
+    "Peter",
+    "Anna",
+    "Paul",
+    "Marta",
+    "Ingrid",
+    "Oskar",
+    "Lena",
+    "Tomás",
+    "Inés",
+    "Raúl",
+    "Agnès",
+    "Jürgen",
+    "Sven",
+    "Olga",
+    "Irina",
+    "Dmitri",
+    "Yusuf",
+    "Aylin",
+    "Kenji",
+];
+/// Last names of the directory.
+const LAST_NAMES: [&str; 40] = [
+    "Ångström",
+    "Müller",
+    "García",
+    "Núñez",
+    "Øland",
+    "Dvořák",
+    "Šimek",
+    "Kovač",
+    "Łęcki",
+    "Brontë",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Martin",
+    "Jackson",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+];
+
+/// The names and email of directory user `i`.
+fn directory_person(i: usize) -> (String, String, String) {
+    let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+    let last = format!(
+        "{}{}",
+        LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()],
+        i / (FIRST_NAMES.len() * LAST_NAMES.len())
+    );
+    let email = format!(
+        "{}.{}.{i}@example.com",
+        killrvideo_users::domain::search::fold(first),
+        killrvideo_users::domain::search::fold(&last)
+    )
+    .replace(' ', "");
+    (first.to_owned(), last, email)
+}
+
+async fn seed_directory(args: SeedDirectoryArgs) -> Result<Value, String> {
+    let settings = args.store.settings().map_err(|e| e.to_string())?;
+    let store = open_store(&settings).await.map_err(|e| e.to_string())?;
+    let clock = EventClock::new();
+    let started = Instant::now();
+    let register = |i: Option<usize>| {
+        let (store, clock) = (&store, &clock);
+        async move {
+            let user_id = Uuid::new_v4();
+            let (first, last, email, status) = match i {
+                Some(i) => {
+                    let (first, last, email) = directory_person(i);
+                    (first, last, email, "viewer")
+                }
+                None => (
+                    "Bench".into(),
+                    "Moderator".into(),
+                    format!("moderator-{}@example.com", user_id.simple()),
+                    "moderator",
+                ),
+            };
+            let credentials = Credentials {
+                email_key: email.to_ascii_lowercase(),
+                password_hash: "not-a-hash".into(),
+                user_id,
+                account_locked: false,
+            };
+            let event = UserEvent::UserRegistered(UserRegistered {
+                email,
+                firstname: first,
+                lastname: last,
+                account_status: status.into(),
+            });
+            store
+                .register(&credentials, &own_event(user_id, clock, event))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(user_id)
+        }
+    };
+    let moderator = register(None).await?;
+    let done = AtomicU64::new(0);
+    futures::stream::iter(0..args.users)
+        .map(|i| {
+            let (register, done) = (&register, &done);
+            async move {
+                register(Some(i)).await?;
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_multiple_of(10_000) {
+                    eprintln!("loadgen: registered {n}/{} users", args.users);
+                }
+                Ok::<_, String>(())
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, String>>()?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({"users": args.users, "moderator": moderator, "seconds": seconds}))
+}
+
+struct SearchTarget {
+    pool: wire::Pool,
+    token: String,
+}
+
+/// The query of request `n`: half of them a fragment of a common first name (thousands
+/// of matches: a full page and a Link), half a whole email local part (one match).
+fn search_query(n: u64) -> String {
+    let person = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize;
+    let fragment = if n.is_multiple_of(2) {
+        let folded: Vec<char> =
+            killrvideo_users::domain::search::fold(FIRST_NAMES[person % FIRST_NAMES.len()])
+                .chars()
+                .collect();
+        let length = 3 + (n as usize / 2) % 3;
+        let length = length.min(folded.len());
+        let start = (n as usize / 6) % (folded.len() - length + 1);
+        folded[start..start + length].iter().collect::<String>()
+    } else {
+        let (_, _, email) = directory_person(person % 100_000);
+        email.split('@').next().unwrap_or_default().to_owned()
+    };
+    serde_urlencoded::to_string([("q", fragment)]).unwrap_or_default()
+}
+
+impl Target for SearchTarget {
+    async fn call(self: Arc<Self>, _index: usize, seq: u64) -> Outcome {
+        let path = format!("/api/v1/moderation/users?{}", search_query(seq));
+        let sent = self.pool.send("GET", &path, &self.token, None, None);
+        match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+            Ok(Ok(reply)) => Outcome {
+                status: reply.status.to_string(),
+                error: reply.status != 200,
+            },
+            Ok(Err(_)) => Outcome {
+                status: "transport".into(),
+                error: true,
+            },
+            Err(_) => Outcome {
+                status: "timeout".into(),
+                error: true,
+            },
+        }
+    }
+}
+
+async fn search(args: SearchArgs) -> Result<Report, String> {
+    let keys = killrvideo_users::auth::jwt::JwtKeys::new(
+        args.jwt_secret.as_bytes(),
+        Duration::from_secs(24 * 3600),
+    );
+    let token = keys
+        .issue(args.moderator, "moderator", chrono::Utc::now())
+        .map_err(|e| e.to_string())?;
+    let url = args.url.trim_end_matches('/').to_owned();
+    let target = Arc::new(SearchTarget {
+        pool: wire::Pool::new(&url, args.load.concurrency).await?,
+        token,
+    });
+    let (recorder, elapsed) = drive(target, &args.load, 1).await;
+    Ok(recorder.report(&args.load, "search", elapsed, 1))
+}
+
 use futures::StreamExt;
 
 fn emit_report(report: Report, out: Option<&std::path::Path>) -> Result<(), String> {
@@ -778,9 +1042,13 @@ fn main() -> ExitCode {
         Command::Http(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Command::Floor(_) | Command::Seed(_) | Command::DropKeyspace(_) => {
-            tokio::runtime::Runtime::new()
-        }
+        Command::Search(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Floor(_)
+        | Command::Seed(_)
+        | Command::SeedDirectory(_)
+        | Command::DropKeyspace(_) => tokio::runtime::Runtime::new(),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -800,6 +1068,11 @@ fn main() -> ExitCode {
                 emit_report(floor(args).await?, out.as_deref())
             }
             Command::Seed(args) => emit(&seed(args).await?, None),
+            Command::SeedDirectory(args) => emit(&seed_directory(args).await?, None),
+            Command::Search(args) => {
+                let out = args.load.out.clone();
+                emit_report(search(args).await?, out.as_deref())
+            }
             Command::DropKeyspace(args) => drop_keyspace(args).await,
         }
     });
@@ -840,6 +1113,22 @@ mod tests {
         let histogram = recorder.histogram.lock().unwrap();
         assert_eq!(histogram.len(), 4);
         assert!(histogram.equivalent(histogram.max(), 30_000));
+    }
+
+    #[test]
+    fn search_queries_are_valid_fragments() {
+        for n in 0..200 {
+            let query = search_query(n);
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query).unwrap();
+            let q = &pairs[0].1;
+            assert!(!q.is_empty(), "{query}");
+            assert!(
+                killrvideo_users::domain::search::SearchFragment::parse(q)
+                    .unwrap()
+                    .is_some(),
+                "{q}"
+            );
+        }
     }
 
     #[test]
