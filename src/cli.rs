@@ -461,8 +461,8 @@ async fn run(command: Command) -> ExitCode {
                 Err(err) => return config_failure(err),
             };
             let outcome = match settings {
-                StoreSettings::Embedded { data_dir } => {
-                    EmbeddedStore::open(&data_dir).map(|store| {
+                StoreSettings::Embedded { data_dir, sync } => {
+                    EmbeddedStore::open_with(&data_dir, sync).map(|store| {
                         println!("embedded store at {} is migrated", store.path().display())
                     })
                 }

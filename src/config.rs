@@ -56,6 +56,14 @@ pub struct StoreArgs {
         default_value = "./data"
     )]
     pub data_dir: PathBuf,
+    /// When the embedded store acknowledges a write: `full` (on disk first) or
+    /// `normal` (a power loss may drop the last acknowledged commits).
+    #[arg(
+        long = "embedded-sync",
+        env = "KILLRVIDEO_EMBEDDED_SYNC",
+        default_value = "full"
+    )]
+    pub embedded_sync: String,
     /// Comma-separated Cassandra contact points, `host:port`.
     #[arg(
         long = "cassandra-contact-points",
@@ -97,6 +105,8 @@ pub enum StoreSettings {
     Embedded {
         /// The data directory.
         data_dir: PathBuf,
+        /// Durability of acknowledged writes.
+        sync: crate::store::embedded::SyncMode,
     },
     /// A Cassandra cluster.
     Cassandra(CassandraOptions),
@@ -166,6 +176,18 @@ impl StoreArgs {
         match self.store.trim() {
             "embedded" => Ok(StoreSettings::Embedded {
                 data_dir: self.data_dir.clone(),
+                sync: match self.embedded_sync.trim() {
+                    "full" => crate::store::embedded::SyncMode::Full,
+                    "normal" => crate::store::embedded::SyncMode::Normal,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "KILLRVIDEO_EMBEDDED_SYNC",
+                            "embedded-sync",
+                            &self.embedded_sync,
+                            "`full` (acknowledged writes are on disk) or `normal`",
+                        ));
+                    }
+                },
             }),
             "cassandra" => {
                 let contact_points: Vec<String> = self
@@ -264,6 +286,30 @@ pub struct ServeArgs {
     /// credentials (CORS), e.g. `http://localhost:8080`; off when unset.
     #[arg(long = "cors-origins", env = "KILLRVIDEO_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    /// Longest a connection may wait for, and take to send, a request head; idle
+    /// keep-alive connections are closed after it too.
+    #[arg(
+        long = "header-read-timeout",
+        env = "KILLRVIDEO_HEADER_READ_TIMEOUT",
+        default_value = "5s"
+    )]
+    pub header_read_timeout: String,
+    /// Connections open at once; more are answered 503 and closed. Never more than the
+    /// process's open-file limit allows.
+    #[arg(
+        long = "max-connections",
+        env = "KILLRVIDEO_MAX_CONNECTIONS",
+        default_value = "4096"
+    )]
+    pub max_connections: String,
+    /// Comma-separated addresses or CIDR blocks of proxies whose `X-Forwarded-For` is
+    /// believed; the client is then the last address in it that is not a proxy.
+    #[arg(long = "trusted-proxies", env = "KILLRVIDEO_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Where to serve Prometheus metrics (`/metrics`), e.g. `127.0.0.1:9100`; off when
+    /// unset, and never on the public port.
+    #[arg(long = "metrics-listen", env = "KILLRVIDEO_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Validated `serve` settings.
@@ -281,6 +327,10 @@ pub struct ServeSettings {
     pub limits: crate::http::Limits,
     /// Browser origins allowed by CORS.
     pub cors_origins: crate::http::CorsOrigins,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::http::client::TrustedProxies,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Shortest secret accepted: HS256 wants at least 256 bits of key.
@@ -308,27 +358,70 @@ impl ServeArgs {
                 ));
             }
         };
+        let trusted_proxies = crate::http::client::TrustedProxies::parse(
+            self.trusted_proxies.as_deref().unwrap_or_default(),
+        )
+        .map_err(|accepts| {
+            ConfigError::new(
+                "KILLRVIDEO_TRUSTED_PROXIES",
+                "trusted-proxies",
+                self.trusted_proxies.as_deref().unwrap_or_default(),
+                accepts,
+            )
+        })?;
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(|raw| {
+                raw.trim().parse().map_err(|_| {
+                    ConfigError::new(
+                        "KILLRVIDEO_METRICS_LISTEN",
+                        "metrics-listen",
+                        raw,
+                        "an address such as `127.0.0.1:9100`",
+                    )
+                })
+            })
+            .transpose()?;
+        if metrics_listen.is_some() && metrics_listen == Some(listen) {
+            return Err(ConfigError::new(
+                "KILLRVIDEO_METRICS_LISTEN",
+                "metrics-listen",
+                self.metrics_listen.as_deref().unwrap_or_default(),
+                "an address other than KILLRVIDEO_LISTEN's",
+            ));
+        }
+        let positive = |raw: &str, variable, flag| {
+            raw.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ConfigError::new(variable, flag, raw, "a positive integer"))
+        };
         Ok(ServeSettings {
             cors_origins: parse_cors_origins(self.cors_origins.as_deref().unwrap_or_default())?,
+            trusted_proxies,
+            metrics_listen,
             store: self.store.settings()?,
             listen,
             jwt_secret,
             jwt_ttl: parse_duration(&self.jwt_ttl, "KILLRVIDEO_JWT_TTL", "jwt-ttl")?,
             limits: crate::http::Limits {
-                max_in_flight: self
-                    .max_in_flight
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            "KILLRVIDEO_MAX_IN_FLIGHT",
-                            "max-in-flight",
-                            &self.max_in_flight,
-                            "a positive integer",
-                        )
-                    })?,
+                max_in_flight: positive(
+                    &self.max_in_flight,
+                    "KILLRVIDEO_MAX_IN_FLIGHT",
+                    "max-in-flight",
+                )?,
+                max_connections: positive(
+                    &self.max_connections,
+                    "KILLRVIDEO_MAX_CONNECTIONS",
+                    "max-connections",
+                )?,
+                header_read_timeout: parse_duration(
+                    &self.header_read_timeout,
+                    "KILLRVIDEO_HEADER_READ_TIMEOUT",
+                    "header-read-timeout",
+                )?,
                 request_timeout: parse_duration(
                     &self.http_request_timeout,
                     "KILLRVIDEO_REQUEST_TIMEOUT",

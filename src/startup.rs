@@ -17,11 +17,12 @@ use tokio::net::TcpListener;
 /// every statement.
 pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStore, StoreError> {
     Ok(match settings {
-        StoreSettings::Embedded { data_dir } => {
-            let data_dir = data_dir.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir))
-                .await
-                .map_err(|err| StoreError::Internal(err.to_string()))??;
+        StoreSettings::Embedded { data_dir, sync } => {
+            let (data_dir, sync) = (data_dir.clone(), *sync);
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&data_dir, sync))
+                    .await
+                    .map_err(|err| StoreError::Internal(err.to_string()))??;
             tracing::info!(path = %store.path().display(), "opened embedded store");
             Arc::new(store)
         }
@@ -39,6 +40,8 @@ pub struct Application {
     state: AppState,
     limits: Limits,
     cors: CorsOrigins,
+    /// The metrics listener, bound, when `/metrics` is served.
+    metrics: Option<TcpListener>,
 }
 
 /// Why the service could not start.
@@ -60,6 +63,48 @@ pub enum StartupError {
     Passwords(String),
 }
 
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })
+}
+
+/// The largest request head accepted (request line and headers): hyper's default is
+/// about 400 KB, which 800 slow connections turned into 480 MB of buffers. 16 KiB
+/// holds any header this API reads, a bearer token included, several times over.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// File descriptors kept for everything but client connections: the listeners, the
+/// database files or the driver's connections, logs.
+const RESERVED_FILES: usize = 128;
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The connection cap: the configured one, but never so many that accepting would
+/// run out of file descriptors (then the listener could not even accept a probe).
+fn connection_cap(configured: usize) -> usize {
+    match open_file_limit() {
+        Some(files) => configured.min(files.saturating_sub(RESERVED_FILES).max(1)),
+        None => configured,
+    }
+}
+
+/// What a connection over the cap is told before it is closed.
+static OVER_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = r#"{"type":"urn:killrvideo:problem:overloaded","title":"Service Unavailable","status":503,"detail":"too many connections"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
 impl Application {
     /// Opens the store and binds the listener described by `settings`.
     pub async fn build(settings: ServeSettings) -> Result<Self, StartupError> {
@@ -75,6 +120,10 @@ impl Application {
         let mut application = Self::with_store(settings.listen, store, jwt).await?;
         application.limits = settings.limits;
         application.cors = settings.cors_origins;
+        application.state.trusted_proxies = Arc::new(settings.trusted_proxies);
+        if let Some(address) = settings.metrics_listen {
+            application.metrics = Some(bind(address).await?);
+        }
         Ok(application)
     }
 
@@ -88,22 +137,19 @@ impl Application {
             .await
             .map_err(|err| StartupError::Passwords(err.to_string()))?
             .map_err(|err| StartupError::Passwords(err.to_string()))?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                address: listen,
-                source,
-            })?;
         Ok(Self {
-            listener,
+            listener: bind(listen).await?,
             state: AppState {
                 store,
                 jwt: Arc::new(jwt),
                 clock: Arc::new(EventClock::new()),
                 passwords,
+                guess_gate: Arc::default(),
+                trusted_proxies: Arc::default(),
             },
             limits: Limits::default(),
             cors: CorsOrigins::default(),
+            metrics: None,
         })
     }
 
@@ -119,21 +165,134 @@ impl Application {
         self
     }
 
+    /// Believes `X-Forwarded-For` from these proxies.
+    pub fn with_trusted_proxies(mut self, proxies: crate::http::client::TrustedProxies) -> Self {
+        self.state.trusted_proxies = Arc::new(proxies);
+        self
+    }
+
+    /// Serves `/metrics` on a listener of its own, bound now.
+    pub async fn with_metrics(mut self, listen: SocketAddr) -> Result<Self, StartupError> {
+        self.metrics = Some(bind(listen).await?);
+        Ok(self)
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// The bound metrics address, when `/metrics` is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The password hashing of this instance (its counters are what the login
+    /// throttle's tests read).
+    pub fn passwords(&self) -> Passwords {
+        self.state.passwords.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight
     /// requests finish.
+    ///
+    /// Connections are served by hyper directly rather than through `axum::serve`,
+    /// for the settings a hostile client makes necessary: a head read timeout (it
+    /// starts whenever a connection waits for a request, so it closes unfinished and
+    /// trickled heads, silent connections and idle keep-alive connections alike), a
+    /// cap on the head's size, and a cap on open connections. HTTP/1.1 only. Each request carries the
+    /// peer address (`ConnectInfo`) for the login throttle.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(address = %self.listener.local_addr()?, store = self.state.store.backend(), "serving");
-        axum::serve(self.listener, router(self.state, self.limits, &self.cors))
-            .with_graceful_shutdown(shutdown)
-            .await
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use tower::ServiceExt;
+
+        let Application {
+            listener,
+            state,
+            limits,
+            cors,
+            metrics,
+        } = self;
+        tracing::info!(address = %listener.local_addr()?, store = state.store.backend(), "serving");
+        if let Some(metrics) = metrics {
+            tracing::info!(address = %metrics.local_addr()?, "serving /metrics");
+            tokio::spawn(serve_metrics(metrics));
+        }
+        let app = router(state, limits, &cors);
+        let cap = connection_cap(limits.max_connections);
+        let connections = Arc::new(tokio::sync::Semaphore::new(cap));
+        // HTTP/1.1 only: the header read timer starts as soon as a connection waits for
+        // a request, so a silent connection is closed too. Detecting HTTP/2 (prior
+        // knowledge, the only HTTP/2 without TLS) would mean waiting for a client's
+        // first bytes with no timer at all; TLS and HTTP/2 are a proxy's to terminate.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, or the peer gave up first: wait a
+                        // moment rather than spin.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                crate::telemetry::connection_refused();
+                let _ = stream.try_write(&OVER_CAPACITY);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = app.clone().map_request(
+                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            );
+            let connection = builder.serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            let connection = graceful.watch(connection);
+            let open = Arc::clone(&connections);
+            tokio::spawn(async move {
+                crate::telemetry::connections_open(cap - open.available_permits());
+                if let Err(err) = connection.await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                drop(permit);
+                crate::telemetry::connections_open(cap - open.available_permits());
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}
+
+/// `/metrics` in the Prometheus text format, on its own listener.
+async fn serve_metrics(listener: TcpListener) {
+    let handle = crate::telemetry::metrics_handle();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { handle.render() }),
+    );
+    if let Err(err) = axum::serve(listener, app).await {
+        tracing::warn!(error = %err, "the metrics listener failed");
     }
 }
 

@@ -6,7 +6,7 @@
 pub struct Email(String);
 
 /// Longest address SMTP can carry (RFC 5321 §4.5.3.1.3).
-const MAX_EMAIL_LEN: usize = 254;
+pub const MAX_EMAIL_LEN: usize = 254;
 const MAX_LOCAL_LEN: usize = 64;
 
 impl Email {

@@ -22,6 +22,45 @@ pub enum NameError {
     /// A control character such as a newline or NUL.
     #[error("must not contain control characters")]
     ControlCharacter,
+    /// Nothing visible: only invisible characters (zero-width spaces, fillers...).
+    #[error("must contain a visible character")]
+    Invisible,
+    /// A bidirectional override or isolate, which can make a name display as
+    /// something other than what it is.
+    #[error("must not contain bidirectional control characters")]
+    BidiControl,
+}
+
+/// Characters that render as nothing: zero-width spaces and joiners, word joiners and
+/// invisible operators, the byte-order mark, soft hyphen, combining grapheme joiner,
+/// Mongolian vowel separator, the Hangul fillers and the Braille blank. A name may
+/// contain some (a zero-width joiner is part of some scripts' spelling) but not only
+/// these.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+    )
+}
+
+/// Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), and
+/// the marks (U+200E, U+200F, U+061C): a name is a plain string, never a layout
+/// instruction, and these are how "Trojan Source" text hides what it says.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 impl PersonName {
@@ -34,6 +73,15 @@ impl PersonName {
         }
         if normalised.chars().any(char::is_control) {
             return Err(NameError::ControlCharacter);
+        }
+        if normalised.chars().any(is_bidi_control) {
+            return Err(NameError::BidiControl);
+        }
+        if normalised
+            .chars()
+            .all(|c| is_invisible(c) || c.is_whitespace())
+        {
+            return Err(NameError::Invisible);
         }
         let length = normalised.chars().count();
         if length > MAX_NAME_CHARS {
@@ -98,6 +146,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refuses_invisible_only_names_and_bidi_controls() {
+        for invisible in [
+            "\u{200B}",
+            "\u{FEFF}",
+            "\u{3164}",
+            " \u{200B}\u{200C} ",
+            "\u{2800}",
+        ] {
+            assert_eq!(
+                PersonName::parse(invisible),
+                Err(NameError::Invisible),
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(
+            PersonName::parse("Jane\u{202E}eoD"),
+            Err(NameError::BidiControl)
+        );
+        assert_eq!(PersonName::parse("\u{2066}x"), Err(NameError::BidiControl));
+        // A zero-width joiner inside a visible name is spelling, not a trick.
+        assert!(PersonName::parse("क\u{200D}ष").is_ok());
+    }
+
     proptest! {
         #[test]
         fn accepted_names_satisfy_every_rule(raw in any::<String>()) {
@@ -107,6 +179,8 @@ mod tests {
                 prop_assert!(!s.is_empty());
                 prop_assert!(s.chars().count() <= MAX_NAME_CHARS);
                 prop_assert!(!s.chars().any(char::is_control));
+                prop_assert!(!s.chars().any(is_bidi_control));
+                prop_assert!(s.chars().any(|c| !is_invisible(c) && !c.is_whitespace()));
                 let renormalised: String = s.nfc().collect();
                 prop_assert_eq!(s, renormalised.as_str());
             }

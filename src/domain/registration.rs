@@ -1,9 +1,9 @@
 //! The bodies of `POST /register` and `POST /login`.
 
-use super::email::Email;
+use super::email::{Email, MAX_EMAIL_LEN};
 use super::fields::{BodyFields, FieldError};
 use super::names::PersonName;
-use super::password::Password;
+use super::password::{MAX_PASSWORD_BYTES, Password};
 use serde_json::{Map, Value};
 
 /// A validated registration.
@@ -69,8 +69,10 @@ impl Registration {
     }
 }
 
-/// A login attempt. The email is not validated beyond being a string: a malformed
-/// address simply matches no account, and gets the same 401 as a wrong password.
+/// A login attempt. The email is not validated beyond being a string no longer than a
+/// registrable address: a malformed address simply matches no account, and gets the
+/// same 401 as a wrong password. A longer one is refused (422) before anything is
+/// stored for it: failed logins are counted per email key.
 #[derive(Clone)]
 pub struct LoginAttempt {
     /// As typed; matched by its lowercased, trimmed form.
@@ -93,7 +95,17 @@ impl LoginAttempt {
     pub fn from_json(body: Map<String, Value>) -> Result<Self, Vec<FieldError>> {
         let mut fields = BodyFields::new(body);
         let email = fields.required_string("email", None);
+        if let Some((field, email)) = &email
+            && email.trim().len() > MAX_EMAIL_LEN
+        {
+            fields.reject(field, format!("must be at most {MAX_EMAIL_LEN} characters"));
+        }
         let password = fields.required_string("password", None);
+        if let Some((field, password)) = &password
+            && password.len() > MAX_PASSWORD_BYTES
+        {
+            fields.reject(field, format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
+        }
         fields.finish(unknown)?;
         match (email, password) {
             (Some((_, email)), Some((_, password))) => Ok(Self { email, password }),
@@ -127,6 +139,19 @@ mod tests {
         .unwrap();
         assert_eq!(r.email.as_str(), "Ann@example.com");
         assert_eq!(r.firstname.as_str(), "Ann");
+    }
+
+    #[test]
+    fn login_fields_are_bounded_before_anything_is_stored() {
+        let long = format!("{}@example.com", "a".repeat(250));
+        let errors =
+            LoginAttempt::from_json(object(json!({"email": long, "password": "x".repeat(200)})))
+                .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["/email", "/password"]);
+        assert!(
+            LoginAttempt::from_json(object(json!({"email": "a@b.io", "password": "x"}))).is_ok()
+        );
     }
 
     #[test]

@@ -32,6 +32,19 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Two credentials are an ambiguous request, not a choice for us to make: a
+        // proxy that checks the first and a server that uses the last disagree.
+        if parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::BadRequest(
+                "send one `Authorization` header, not several".into(),
+            ));
+        }
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             unauthorized(
                 "Not authenticated: send `Authorization: Bearer <token>`",

@@ -9,6 +9,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+/// Most field errors a 422 lists: a body naming thousands of unknown members would
+/// otherwise get an answer many times its own size. The rest are counted.
+pub const MAX_LISTED_ERRORS: usize = 20;
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -93,6 +97,12 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        crate::telemetry::store_error(match &err {
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::SchemaMissing(_) => "schema_missing",
+            StoreError::Internal(_) => "internal",
+        });
         match err {
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Conflict(what) => ApiError::Conflict(what),
@@ -159,15 +169,22 @@ impl ApiError {
             }
             // The frontend shows `detail` and nothing else: it names each field and what
             // is wrong with it; `errors` keeps the same for programs.
-            ApiError::Validation(errors) => errors
-                .iter()
-                .map(|error| match error.field.strip_prefix('/') {
-                    Some(name) if !name.is_empty() => format!("{name}: {}", error.message),
-                    _ if error.field.is_empty() => error.message.clone(),
-                    _ => format!("{}: {}", error.field, error.message),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
+            ApiError::Validation(errors) => {
+                let mut detail = errors
+                    .iter()
+                    .take(MAX_LISTED_ERRORS)
+                    .map(|error| match error.field.strip_prefix('/') {
+                        Some(name) if !name.is_empty() => format!("{name}: {}", error.message),
+                        _ if error.field.is_empty() => error.message.clone(),
+                        _ => format!("{}: {}", error.field, error.message),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if errors.len() > MAX_LISTED_ERRORS {
+                    detail.push_str(&format!("; and {} more", errors.len() - MAX_LISTED_ERRORS));
+                }
+                detail
+            }
             other => other.to_string(),
         }
     }
@@ -213,8 +230,13 @@ impl IntoResponse for ApiError {
 
         let mut headers = HeaderMap::new();
         match self {
-            ApiError::Validation(errors) => {
+            ApiError::Validation(mut errors) => {
+                let omitted = errors.len().saturating_sub(MAX_LISTED_ERRORS);
+                errors.truncate(MAX_LISTED_ERRORS);
                 body.insert("errors".into(), json!(errors));
+                if omitted > 0 {
+                    body.insert("errors_omitted".into(), json!(omitted));
+                }
             }
             ApiError::Unauthorized { invalid_token, .. } => {
                 let challenge = if invalid_token {

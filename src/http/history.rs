@@ -129,7 +129,7 @@ async fn respond(
     get, path = "/api/v1/users/me/history", tag = "audit",
     security(("bearer" = [])),
     params(
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (default 20)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
         ("cursor" = Option<String>, Query, description = "From the previous page's `next_cursor` or Link header"),
         ("as_of" = Option<String>, Query, description = "RFC 3339 instant: return the profile as it was then"),
     ),
@@ -157,7 +157,7 @@ pub async fn my_history(
     security(("bearer" = [])),
     params(
         ("user_id" = String, Path, description = "The user id (a UUID)"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (default 20)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
         ("cursor" = Option<String>, Query, description = "From the previous page's `next_cursor` or Link header"),
         ("as_of" = Option<String>, Query, description = "RFC 3339 instant: return the profile as it was then"),
     ),

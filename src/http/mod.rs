@@ -2,6 +2,7 @@
 //! thin: they call the domain for validation and decisions, and the store for I/O.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod representation;
 pub mod users;
 
+use crate::app::login::GuessGate;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::clock::EventClock;
@@ -28,8 +30,7 @@ use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 /// Bounds on the work the service accepts.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,10 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Longest a request may take before it is abandoned with 503.
     pub request_timeout: std::time::Duration,
+    /// Connections open at once (capped further by the open-file limit).
+    pub max_connections: usize,
+    /// Longest a connection may wait for, and take to send, a request head.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +50,8 @@ impl Default for Limits {
         Self {
             max_in_flight: 512,
             request_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
+            header_read_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct AppState {
     pub clock: Arc<EventClock>,
     /// argon2id hashing and the login decoy.
     pub passwords: Passwords,
+    /// Serialises one email's guess reservations within this process.
+    pub guess_gate: Arc<GuessGate>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// Overload protection for `bounded`: a request past `max_in_flight` is shed at once
@@ -146,15 +157,18 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
         .nest("/api/v1/users", users)
         .nest("/api/v1/moderation", moderation)
         .route("/openapi.json", get(openapi::serve))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_request))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_request))
         .method_not_allowed_fallback(middleware::method_not_allowed);
     // Inside the problem context, so the 503s carry the request id.
     with_overload_protection(api, probes, limits)
+        .layer(axum::middleware::from_fn(middleware::require_one_host))
         .layer(axum::middleware::from_fn(middleware::problem_context))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -172,9 +186,31 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
                         request_id = %request_id,
                     )
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // Every answer once at INFO, except shed load and abandoned requests,
+                // which a flood would turn into a flood of lines: they are counted and
+                // summarised (middleware::overload). Server faults are logged where
+                // their cause is known (ApiError), so nothing is logged on failure here.
+                .on_response(
+                    |response: &axum::response::Response,
+                     latency: std::time::Duration,
+                     _: &tracing::Span| {
+                        if response.extensions().get::<middleware::Shed>().is_none() {
+                            tracing::info!(
+                                status = response.status().as_u16(),
+                                latency_ms = latency.as_secs_f64() * 1000.0,
+                                "finished processing request"
+                            );
+                        }
+                    },
+                )
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Before the id is set: a client's id that is too long or not printable is
+        // dropped here, so a fresh one replaces it.
+        .layer(axum::middleware::from_fn(
+            middleware::drop_unusable_request_id,
+        ))
         // Outermost: a preflight is answered before anything else looks at it, and
         // every answer, errors and shed load included, carries the CORS headers.
         .layer(tower::util::option_layer(cors.layer()))
@@ -218,6 +254,7 @@ mod tests {
             Limits {
                 max_in_flight: 1,
                 request_timeout: Duration::from_secs(30),
+                ..Limits::default()
             },
         );
 

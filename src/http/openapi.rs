@@ -18,6 +18,99 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Describes every error answer as what it is: an RFC 9457 problem document
+/// (`application/problem+json`), with the members this service adds. One place, for
+/// every operation, so no error response can go undescribed.
+struct ProblemDetails;
+
+impl Modify for ProblemDetails {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let field_error = ObjectBuilder::new()
+            .property(
+                "field",
+                text("JSON pointer to the member, or a query parameter's name"),
+            )
+            .property("message", text("what is wrong with it"))
+            .required("field")
+            .required("message");
+        let problem = ObjectBuilder::new()
+            .description(Some("An RFC 9457 problem document"))
+            .property("type", text("`urn:killrvideo:problem:<kind>`"))
+            .property("title", text("the status's reason phrase"))
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599)),
+            )
+            .property(
+                "detail",
+                text("what went wrong, for a person; a 422 names each field"),
+            )
+            .property("instance", text("the request path"))
+            .property(
+                "request_id",
+                text("the request's `x-request-id`, as logged"),
+            )
+            .property(
+                "errors",
+                ArrayBuilder::new()
+                    .items(field_error)
+                    .max_items(Some(super::error::MAX_LISTED_ERRORS))
+                    .description(Some("422 only: one entry per refused field")),
+            )
+            .property(
+                "errors_omitted",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .description(Some("422 only: refused fields beyond those listed")),
+            )
+            .property("current_etag", text("412 only: the user's current ETag"))
+            .property("current", Ref::from_schema_name("UserResponse"))
+            .required("type")
+            .required("title")
+            .required("status")
+            .required("detail");
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .schemas
+            .insert("Problem".into(), RefOr::T(problem.into()));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if status.as_str() >= "400" {
+                        response.content.insert(
+                            "application/problem+json".into(),
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -37,7 +130,7 @@ impl Modify for BearerAuth {
         super::health::readyz,
     ),
     components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, super::history::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemDetails),
 )]
 pub struct ApiDoc;
 

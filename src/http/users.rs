@@ -4,13 +4,17 @@
 
 use super::AppState;
 use super::auth::CurrentUser;
+use super::client::ClientAddress;
 use super::error::ApiError;
 use super::extract::{JsonObject, RequestId};
 use super::representation::{IfMatch, UserResponse, etag, parse_if_match};
+use crate::app;
+use crate::app::login::{LoginContext, LoginError};
+use crate::auth::password::HashError;
 use crate::domain::events::{Actor, EventEnvelope, UserEvent};
 use crate::domain::profile::ProfileChanges;
 use crate::domain::registration::{LoginAttempt, Registration};
-use crate::domain::{UserRow, decide, login};
+use crate::domain::{UserRow, decide};
 use crate::store::{Credentials, Precondition, StoreError};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -22,6 +26,7 @@ use uuid::Uuid;
 
 /// Body of `POST /register` (for the OpenAPI document; parsing is field by field).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RegisterRequest {
     /// A valid address; uniqueness is case-insensitive.
@@ -40,23 +45,28 @@ pub struct RegisterRequest {
 
 /// Body of `POST /login`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct LoginRequest {
     /// The registered address, any case.
+    #[schema(max_length = 254)]
     email: String,
     /// The password.
+    #[schema(max_length = 128)]
     password: String,
 }
 
-/// Body of `PUT /me`: every field optional, nothing else allowed.
+/// Body of `PUT /me`: every field optional, nothing else allowed. `null` is refused:
+/// omit a field to keep it.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ProfileUpdateRequest {
     /// New first name, 1 to 50 characters after trimming (alias `firstName`).
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 50)]
     firstname: Option<String>,
     /// New last name, 1 to 50 characters after trimming (alias `lastName`).
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 50)]
     lastname: Option<String>,
 }
 
@@ -132,7 +142,10 @@ pub async fn register(
         .passwords
         .hash(registration.password.expose().to_owned())
         .await
-        .map_err(|err| ApiError::Internal(err.to_string()))?;
+        .map_err(|err| match err {
+            HashError::Busy => hashing_busy(),
+            HashError::Failed(cause) => ApiError::Internal(cause),
+        })?;
     let credentials = Credentials {
         email_key: registration.email.key(),
         password_hash,
@@ -173,65 +186,37 @@ pub async fn register(
         (status = 400, description = "Malformed JSON"),
         (status = 401, description = "Incorrect email or password"),
         (status = 415, description = "Not JSON"),
-        (status = 422, description = "Missing fields"),
-        (status = 503, description = "Data store unavailable"),
+        (status = 422, description = "Missing fields, or an email or password longer than any registered one"),
+        (status = 503, description = "Data store unavailable, or password checking at capacity"),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientAddress,
     request_id: RequestId,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let attempt = LoginAttempt::from_json(body).map_err(ApiError::Validation)?;
-    let refused = || ApiError::Unauthorized {
-        detail: "Incorrect email or password".into(),
-        invalid_token: false,
+    let context = LoginContext {
+        store: state.store.as_ref(),
+        passwords: &state.passwords,
+        clock: &state.clock,
+        gate: &state.guess_gate,
     };
-    let email_key = attempt.email_key();
-    let now = chrono::Utc::now();
-    let window = chrono::Duration::from_std(login::LOCKOUT_WINDOW).unwrap_or_default();
-    let recent_failures = state
-        .store
-        .login_failures_since(&email_key, now - window)
-        .await?;
-    let credentials = state.store.find_credentials(&email_key).await?;
-    // Unknown email, locked account, locked-out email and wrong password all cost one
-    // argon2 verification and get the same answer.
-    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    let password_matches = state.passwords.verify(attempt.password, stored_hash).await;
-    let credentials = match credentials {
-        Some(c)
-            if password_matches && !c.account_locked && !login::is_locked_out(recent_failures) =>
-        {
-            c
-        }
-        _ => {
-            if !password_matches {
-                state.store.record_login_failure(&email_key, now).await?;
+    let row = app::login::login(&context, attempt, &client.0.to_string(), request_id.0)
+        .await
+        .map_err(|err| match err {
+            LoginError::Refused(refusal) => {
+                crate::telemetry::login_refused(refusal.label());
+                ApiError::Unauthorized {
+                    detail: "Incorrect email or password".into(),
+                    invalid_token: false,
+                }
             }
-            return Err(refused());
-        }
-    };
-    if recent_failures > 0 {
-        state.store.clear_login_failures(&email_key).await?;
-    }
-    let current = state
-        .store
-        .find_user(credentials.user_id)
-        .await?
-        .ok_or_else(refused)?;
-    let logged_in = envelope(
-        &state,
-        current.user_id,
-        Actor::User(current.user_id),
-        request_id,
-        decide::record_login(&current, chrono::Utc::now()),
-    );
-    let row = state
-        .store
-        .append_and_refetch(&logged_in, Precondition::None)
-        .await?
-        .ok_or_else(|| vanished(current.user_id))?;
+            LoginError::Busy => hashing_busy(),
+            LoginError::Store(store) => store.into(),
+            LoginError::Internal(cause) => ApiError::Internal(cause),
+        })?;
     let token = state
         .jwt
         .issue(
@@ -245,6 +230,11 @@ pub async fn login(
         user: UserResponse::from(&row),
     })
     .into_response())
+}
+
+/// Every password-hashing slot and queue place is taken.
+fn hashing_busy() -> ApiError {
+    ApiError::Contended("the service is busy checking passwords; retry shortly".into())
 }
 
 /// The caller's own profile.

@@ -9,6 +9,7 @@
 pub mod cassandra;
 pub mod embedded;
 
+use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::projection::Column;
 use crate::domain::{EventEnvelope, UserRow};
 use async_trait::async_trait;
@@ -135,22 +136,24 @@ pub trait UserStore: Send + Sync + 'static {
         page: EventPage,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
-    /// Records a failed login for an email key (whether or not an account exists).
-    async fn record_login_failure(
+    /// Reserves one password guess for `email_key` from `client` (an address) in both
+    /// of its budgets (`domain::login`), as one atomic step per budget, or says which
+    /// is spent. Only a reserved guess may be evaluated.
+    async fn reserve_guess(
         &self,
         email_key: &str,
-        at: DateTime<Utc>,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<GuessDecision, StoreError>;
+
+    /// Settles a reserved guess in both budgets (`Budget::settle_client`,
+    /// `Budget::settle_account`).
+    async fn settle_guess(
+        &self,
+        email_key: &str,
+        client: &str,
+        outcome: GuessOutcome,
     ) -> Result<(), StoreError>;
-
-    /// Failed logins for an email key since `since`.
-    async fn login_failures_since(
-        &self,
-        email_key: &str,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError>;
-
-    /// Forgets an email key's failed logins (after a successful login).
-    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError>;
 
     /// The users whose search column `field` holds every one of `terms`, in
     /// [`SearchKey`] order, strictly after `after`, at most `limit` of them: the

@@ -8,6 +8,7 @@ mod concurrency;
 mod contract;
 mod cors;
 mod foundation;
+mod hardening;
 mod history;
 mod jobs;
 mod login;

@@ -121,6 +121,7 @@ async fn past_the_concurrency_limit_requests_are_shed_with_fast_503s(backend: Ba
     let limits = Limits {
         max_in_flight: 2,
         request_timeout: Duration::from_secs(30),
+        ..Limits::default()
     };
     let app = spawn_app_with_limits(backend, limits).await;
     // Registrations are slow (argon2): forty at once overwhelm a limit of two.
@@ -163,6 +164,7 @@ async fn requests_past_the_timeout_get_503(backend: Backend) {
     let limits = Limits {
         max_in_flight: 512,
         request_timeout: Duration::from_millis(200),
+        ..Limits::default()
     };
     let app = spawn_app_with_limits(backend, limits).await;
     // The body never finishes, so the handler cannot, and only the deadline can answer.

@@ -129,6 +129,10 @@ pub struct TestApp {
     pub raw: Raw,
     /// Token minting with the server's secret.
     pub jwt: JwtKeys,
+    /// The server's password hashing (its counters).
+    pub passwords: killrvideo_users::auth::password::Passwords,
+    /// The `/metrics` URL, when served.
+    pub metrics: Option<String>,
     _data_dir: Option<tempfile::TempDir>,
 }
 
@@ -175,43 +179,75 @@ pub async fn spawn_isolated_app(backend: Backend) -> TestApp {
     }
 }
 
+/// How a test server differs from the default.
+#[derive(Default)]
+pub struct AppOptions {
+    /// Overload and connection limits.
+    pub limits: Option<killrvideo_users::http::Limits>,
+    /// Browser origins allowed by CORS.
+    pub cors: CorsOrigins,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: killrvideo_users::http::client::TrustedProxies,
+    /// Serve `/metrics` on a port of its own.
+    pub metrics: bool,
+}
+
+/// A store of the given backend: a fresh SQLite, or the shared test keyspace.
+pub async fn shared_store(backend: Backend) -> Option<CassandraStore> {
+    match backend {
+        Backend::Embedded => None,
+        Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
+    }
+}
+
 /// [`spawn_app`] with chosen overload limits.
 pub async fn spawn_app_with_limits(
     backend: Backend,
     limits: killrvideo_users::http::Limits,
 ) -> TestApp {
-    let store = match backend {
-        Backend::Embedded => None,
-        Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
+    let options = AppOptions {
+        limits: Some(limits),
+        ..AppOptions::default()
     };
-    spawn_over_with(store, TEST_KEYSPACE, limits, CorsOrigins::default()).await
+    spawn_with(backend, options).await
 }
 
 /// [`spawn_app`] allowing browser calls from these origins (CORS).
 pub async fn spawn_app_with_cors(backend: Backend, origins: &[&str]) -> TestApp {
-    let store = match backend {
-        Backend::Embedded => None,
-        Backend::Cassandra => Some(cassandra_store(TEST_REQUEST_TIMEOUT).await),
-    };
     let cors = killrvideo_users::config::parse_cors_origins(&origins.join(",")).expect("origins");
-    spawn_over_with(store, TEST_KEYSPACE, Default::default(), cors).await
+    let options = AppOptions {
+        cors,
+        ..AppOptions::default()
+    };
+    spawn_with(backend, options).await
+}
+
+/// [`spawn_app`] with other options.
+pub async fn spawn_with(backend: Backend, options: AppOptions) -> TestApp {
+    spawn_over_with(shared_store(backend).await, TEST_KEYSPACE, options).await
+}
+
+/// A second server over the same store as `app` (the same SQLite file, the same
+/// keyspace): several service instances.
+pub async fn spawn_instance_beside(app: &TestApp) -> TestApp {
+    let store = match &app.raw {
+        Raw::Embedded(_) => panic!("the embedded store has one process"),
+        Raw::Cassandra(_) => {
+            let options = cassandra_options(&app.keyspace, TEST_REQUEST_TIMEOUT);
+            CassandraStore::connect(&options).await.expect("connect")
+        }
+    };
+    spawn_over_with(Some(store), &app.keyspace, AppOptions::default()).await
 }
 
 async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestApp {
-    spawn_over_with(
-        cassandra,
-        keyspace,
-        killrvideo_users::http::Limits::default(),
-        CorsOrigins::default(),
-    )
-    .await
+    spawn_over_with(cassandra, keyspace, AppOptions::default()).await
 }
 
 async fn spawn_over_with(
     cassandra: Option<CassandraStore>,
     keyspace: &str,
-    limits: killrvideo_users::http::Limits,
-    cors: CorsOrigins,
+    options: AppOptions,
 ) -> TestApp {
     let (store, jobs, raw, data_dir): (SharedStore, SharedProjectionStore, Raw, _) = match cassandra
     {
@@ -232,16 +268,27 @@ async fn spawn_over_with(
             None,
         ),
     };
-    let application = Application::with_store(
+    let mut application = Application::with_store(
         "127.0.0.1:0".parse().expect("address"),
         Arc::clone(&store),
         JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
     )
     .await
     .expect("build application")
-    .with_limits(limits)
-    .with_cors(cors);
+    .with_limits(options.limits.unwrap_or_default())
+    .with_cors(options.cors)
+    .with_trusted_proxies(options.trusted_proxies);
+    if options.metrics {
+        application = application
+            .with_metrics("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("metrics listener");
+    }
     let address = format!("http://{}", application.local_addr().expect("local addr"));
+    let metrics = application
+        .metrics_addr()
+        .map(|a| format!("http://{a}/metrics"));
+    let passwords = application.passwords();
     tokio::spawn(application.run_until(std::future::pending()));
     TestApp {
         address,
@@ -254,6 +301,8 @@ async fn spawn_over_with(
         keyspace: keyspace.to_owned(),
         raw,
         jwt: JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
+        passwords,
+        metrics,
         _data_dir: data_dir,
     }
 }
@@ -286,6 +335,25 @@ impl TestApp {
             &json!({"email": email, "password": PASSWORD, "firstname": firstname, "lastname": lastname}),
         )
         .await
+    }
+
+    /// A client whose connections come from another loopback address (127.0.0.2,
+    /// 127.0.0.3, ...): another client address, as the server sees it.
+    pub fn client_from(&self, address: [u8; 4]) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(address))
+            .build()
+            .expect("client")
+    }
+
+    /// Logs in from another client address.
+    pub async fn login_from(&self, address: [u8; 4], email: &str, password: &str) -> Response {
+        self.client_from(address)
+            .post(self.url("/api/v1/users/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("POST")
     }
 
     /// Logs in.

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_leases.cql",
         cql: include_str!("../../../migrations/cassandra/0008_leases.cql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_login_budgets.cql",
+        cql: include_str!("../../../migrations/cassandra/0009_login_budgets.cql"),
+    },
 ];
 
 /// How long a migration lease lives if its holder dies without releasing it.

@@ -17,6 +17,7 @@ pub mod migrate;
 
 use super::{Credentials, EventPage, Precondition, SearchKey, StoreError, USERS_TABLE, UserStore};
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent};
+use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
 use crate::domain::projection::{COLUMN_SETS, CellValue, Column, project};
 use crate::domain::search::MAX_PROBE_TERMS;
 use crate::domain::user::{Cell, UserRow};
@@ -70,9 +71,11 @@ struct Statements {
     /// The write time of one event row at SERIAL consistency: settles an LWT whose
     /// outcome timed out.
     select_event_write_time_serial: PreparedStatement,
-    record_login_failure: PreparedStatement,
-    count_login_failures: PreparedStatement,
-    clear_login_failures: PreparedStatement,
+    /// The two guess budgets of a login attempt, read at LOCAL_QUORUM: a first guess at
+    /// what the lightweight transactions below then check.
+    select_budgets: PreparedStatement,
+    insert_budget_if_absent: PreparedStatement,
+    update_budget_if_unchanged: PreparedStatement,
     /// Per search column and number of terms (1 to `MAX_PROBE_TERMS`): the candidates
     /// whose terms contain them all, in token order from a token on, through the SAI.
     search: HashMap<(Column, usize), PreparedStatement>,
@@ -153,10 +156,12 @@ async fn supervise(
             "SELECT release_version FROM system.local WHERE key = 'local'",
             (),
         );
-        if matches!(
+        let reachable = matches!(
             tokio::time::timeout(options.request_timeout, probe).await,
             Ok(Ok(_))
-        ) {
+        );
+        crate::telemetry::cassandra_session(reachable, nodes_up(&current));
+        if reachable {
             continue;
         }
         // The cluster does not answer on this session. A new one either connects (the
@@ -169,10 +174,21 @@ async fn supervise(
             };
             if let Ok(mut guard) = slot.write() {
                 *guard = Arc::new(fresh);
+                crate::telemetry::cassandra_session_replaced();
                 tracing::info!("Cassandra reachable again; replaced the driver session");
             }
         }
     }
+}
+
+/// The nodes the driver holds a connection to.
+pub fn nodes_up(session: &Session) -> usize {
+    session
+        .get_cluster_state()
+        .get_nodes_info()
+        .iter()
+        .filter(|node| node.is_connected())
+        .count()
 }
 
 /// Classifies a driver error: anything that means "could not get an answer" is
@@ -562,6 +578,159 @@ impl CassandraStore {
     }
 }
 
+/// Attempts at a guess budget's lightweight transaction before giving up: each lost
+/// round returns the values that beat it, so attempts are only lost to a writer that
+/// changed the budget in between.
+const BUDGET_ATTEMPTS: usize = 16;
+
+impl CassandraStore {
+    /// A login attempt's two budgets: the client's, then the account's.
+    async fn read_budgets(
+        &self,
+        email_key: &str,
+        client: &str,
+    ) -> Result<(Option<Budget>, Option<Budget>), StoreError> {
+        let result = self
+            .session()
+            .execute_unpaged(
+                &self.statements.select_budgets,
+                (email_key, client, login::ACCOUNT_SCOPE),
+            )
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let (mut client_budget, mut account_budget) = (None, None);
+        for row in rows
+            .rows::<(String, i32, Option<i32>, i64)>()
+            .map_err(internal)?
+        {
+            let (scope, used, pending, window_start) = row.map_err(internal)?;
+            let budget = Some(Budget {
+                used: u32::try_from(used).unwrap_or(0),
+                pending: u32::try_from(pending.unwrap_or(0)).unwrap_or(0),
+                window_start,
+            });
+            if scope == client {
+                client_budget = budget;
+            } else {
+                account_budget = budget;
+            }
+        }
+        Ok((client_budget, account_budget))
+    }
+
+    /// Applies `change` to one guess budget with a lightweight transaction that checks
+    /// the budget is still `current`; a lost round retries with the values that won.
+    /// `change` returning `Err` leaves the budget as it is, and that is the answer.
+    async fn change_budget(
+        &self,
+        email_key: &str,
+        scope: &str,
+        mut current: Option<Budget>,
+        change: impl Fn(Option<Budget>) -> Result<Budget, Duration>,
+    ) -> Result<Result<Budget, Duration>, StoreError> {
+        let ttl = i32::try_from(login::LOCKOUT_WINDOW.as_secs()).unwrap_or(i32::MAX);
+        for _ in 0..BUDGET_ATTEMPTS {
+            let next = match change(current) {
+                Ok(next) => next,
+                Err(wait) => return Ok(Err(wait)),
+            };
+            let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+            let result = match current {
+                None => {
+                    self.session()
+                        .execute_unpaged(
+                            &self.statements.insert_budget_if_absent,
+                            (
+                                email_key,
+                                scope,
+                                count(next.used),
+                                count(next.pending),
+                                next.window_start,
+                                ttl,
+                            ),
+                        )
+                        .await
+                }
+                Some(seen) => {
+                    self.session()
+                        .execute_unpaged(
+                            &self.statements.update_budget_if_unchanged,
+                            (
+                                ttl,
+                                count(next.used),
+                                count(next.pending),
+                                next.window_start,
+                                email_key,
+                                scope,
+                                count(seen.used),
+                                count(seen.pending),
+                                seen.window_start,
+                            ),
+                        )
+                        .await
+                }
+            }
+            .map_err(classify)?;
+            match lwt_outcome_budget(result)? {
+                LwtBudget::Applied => return Ok(Ok(next)),
+                LwtBudget::Lost(now_there) => current = now_there,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the login budget of one account kept changing ({BUDGET_ATTEMPTS} rounds lost)"
+        )))
+    }
+}
+
+/// The outcome of a budget's lightweight transaction.
+enum LwtBudget {
+    /// It applied.
+    Applied,
+    /// Another writer changed the budget first; this is what it holds now.
+    Lost(Option<Budget>),
+}
+
+/// Reads a budget LWT's result. Apache Cassandra answers `[applied]` alone when it
+/// applied, and otherwise adds the current values of the columns it checked (the whole
+/// row for `IF NOT EXISTS`), or nulls when the row is gone; so the row is read by
+/// column name.
+fn lwt_outcome_budget(result: QueryResult) -> Result<LwtBudget, StoreError> {
+    let rows = result.into_rows_result().map_err(internal)?;
+    let names: Vec<String> = rows
+        .column_specs()
+        .iter()
+        .map(|spec| spec.name().to_owned())
+        .collect();
+    let row: Row = rows.first_row().map_err(internal)?;
+    let column = |name: &str| {
+        names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| row.columns.get(i).cloned().flatten())
+    };
+    match column("[applied]") {
+        Some(CqlValue::Boolean(true)) => return Ok(LwtBudget::Applied),
+        Some(CqlValue::Boolean(false)) => {}
+        other => return Err(internal(format!("unexpected LWT result column: {other:?}"))),
+    }
+    let budget = match (column("used"), column("pending"), column("window_start")) {
+        (Some(CqlValue::Int(used)), pending, Some(CqlValue::BigInt(window_start))) => {
+            let pending = match pending {
+                Some(CqlValue::Int(pending)) => pending,
+                _ => 0,
+            };
+            Some(Budget {
+                used: u32::try_from(used).unwrap_or(0),
+                pending: u32::try_from(pending).unwrap_or(0),
+                window_start,
+            })
+        }
+        _ => None,
+    };
+    Ok(LwtBudget::Lost(budget))
+}
+
 impl CassandraStore {
     /// The version-checked write. Step 1, the check and the append as one LWT on the
     /// user's log partition; step 2, re-project the events from the expected version on
@@ -800,16 +969,25 @@ impl Statements {
                 statement.set_consistency(Consistency::LocalSerial);
                 statement
             },
-            record_login_failure: prepare(
-                "INSERT INTO login_failures (email, failed_at) VALUES (?, ?)".into(),
-                true,
+            select_budgets: prepare_read(
+                "SELECT scope, used, pending, window_start FROM login_budgets WHERE email = ? AND scope IN (?, ?)"
+                    .into(),
             )
             .await?,
-            count_login_failures: prepare_read(
-                "SELECT COUNT(*) FROM login_failures WHERE email = ? AND failed_at >= minTimeuuid(?)".into(),
+            insert_budget_if_absent: prepare(
+                "INSERT INTO login_budgets (email, scope, used, pending, window_start) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                    .into(),
+                false,
             )
             .await?,
-            clear_login_failures: prepare("DELETE FROM login_failures WHERE email = ?".into(), true).await?,
+            update_budget_if_unchanged: prepare(
+                "UPDATE login_budgets USING TTL ? SET used = ?, pending = ?, window_start = ? \
+                 WHERE email = ? AND scope = ? IF used = ? AND pending = ? AND window_start = ?"
+                    .into(),
+                false,
+            )
+            .await?,
             search,
             select_users_with_status: prepare_read(
                 "SELECT userid FROM users WHERE account_status = ? LIMIT ?".into(),
@@ -906,47 +1084,64 @@ impl UserStore for CassandraStore {
         }
     }
 
-    async fn record_login_failure(
+    async fn reserve_guess(
         &self,
         email_key: &str,
-        at: DateTime<Utc>,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<GuessDecision, StoreError> {
+        let now = now.timestamp_micros();
+        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
+        // The address first: an address whose own budget is spent must not be able to
+        // spend the account's, which would lock its owner out everywhere.
+        let scopes = [
+            (client, client_budget, login::MAX_FAILURES),
+            (
+                login::ACCOUNT_SCOPE,
+                account_budget,
+                login::MAX_GUESSES_PER_ACCOUNT,
+            ),
+        ];
+        for (scope, budget, limit) in scopes {
+            let change = |current: Option<Budget>| Budget::reserve(current, limit, now);
+            if let Err(wait) = self.change_budget(email_key, scope, budget, change).await? {
+                return Ok(GuessDecision::Throttled(wait));
+            }
+        }
+        Ok(GuessDecision::Evaluate)
+    }
+
+    async fn settle_guess(
+        &self,
+        email_key: &str,
+        client: &str,
+        outcome: GuessOutcome,
     ) -> Result<(), StoreError> {
-        // A fresh time UUID per failure: concurrent failures never collapse into one.
-        let failed_at = crate::domain::events::event_id_at(
-            at.timestamp_micros(),
-            rand::random(),
-            rand::random(),
-        );
-        self.session()
-            .execute_unpaged(
-                &self.statements.record_login_failure,
-                (email_key, CqlTimeuuid::from(failed_at)),
-            )
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    async fn login_failures_since(
-        &self,
-        email_key: &str,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        let result = self
-            .session()
-            .execute_unpaged(&self.statements.count_login_failures, (email_key, since))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let (count,): (i64,) = rows.first_row().map_err(internal)?;
-        Ok(u32::try_from(count).unwrap_or(u32::MAX))
-    }
-
-    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
-        self.session()
-            .execute_unpaged(&self.statements.clear_login_failures, (email_key,))
-            .await
-            .map_err(classify)?;
+        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
+        // An absent budget (expired) has nothing to settle: `Err` leaves it absent.
+        let settle_client = |current: Option<Budget>| {
+            current
+                .map(|budget| budget.settle_client(outcome))
+                .ok_or(Duration::ZERO)
+        };
+        let _ = self
+            .change_budget(email_key, client, client_budget, settle_client)
+            .await?;
+        if outcome != GuessOutcome::Failed {
+            let settle_account = |current: Option<Budget>| {
+                current
+                    .and_then(|budget| budget.settle_account(outcome))
+                    .ok_or(Duration::ZERO)
+            };
+            let _ = self
+                .change_budget(
+                    email_key,
+                    login::ACCOUNT_SCOPE,
+                    account_budget,
+                    settle_account,
+                )
+                .await?;
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use super::{
     SearchKey, StoreError, USERS_TABLE, UserStore, validate_table_name,
 };
 use crate::domain::events::{Actor, EventEnvelope, SCHEMA_VERSION, UserEvent, event_micros};
+use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
 use crate::domain::projection::{CellValue, Column, project};
 use crate::domain::user::{Cell, UserRow};
 use async_trait::async_trait;
@@ -42,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_leases.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_login_budgets.sql"),
+    ),
 ];
 
 mod group_commit;
@@ -60,6 +65,8 @@ pub struct EmbeddedStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     /// Round-robin start for picking a reader.
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// When expired guess budgets were last deleted.
+    login_sweep: Arc<LoginSweep>,
     path: PathBuf,
 }
 
@@ -91,9 +98,37 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// When the embedded store acknowledges a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `synchronous=FULL`: a commit is acknowledged once the WAL holding it is on disk,
+    /// so an acknowledged write survives a power loss. Group commit makes that one
+    /// sync per group of writers, not per request (docs/adr/0001-embedded-store.md).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: the WAL is synced at checkpoints only, so a power loss
+    /// (not a crash of the process) may drop the last commits, already answered.
+    /// Opt-in: `KILLRVIDEO_EMBEDDED_SYNC=normal`.
+    Normal,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        }
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database in `data_dir` and migrates it.
+    /// Opens (creating if needed) the database in `data_dir` and migrates it, durable.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, SyncMode::Full)
+    }
+
+    /// [`EmbeddedStore::open`] with a chosen durability.
+    pub fn open_with(data_dir: &Path, sync: SyncMode) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
             StoreError::Unavailable(format!(
                 "cannot create data directory {}: {err}",
@@ -102,12 +137,14 @@ impl EmbeddedStore {
         })?;
         let path = data_dir.join(DATABASE_FILE);
         let mut connection = Connection::open(&path)?;
-        // WAL + synchronous=NORMAL: a crash (of the process or the machine) never corrupts
-        // the file or tears a transaction; a power loss may drop the last commits.
+        // WAL: a crash (of the process or the machine) never corrupts the file or tears a
+        // transaction. FULL syncs the WAL at every commit (one per group of writers),
+        // so what was acknowledged survives a power loss too; NORMAL syncs it only at
+        // checkpoints. See SyncMode.
         connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        // Checkpoints (the only fsyncs in WAL + NORMAL) run on a background thread, not in
-        // the middle of a request's commit: see spawn_checkpointer.
+        connection.pragma_update(None, "synchronous", sync.pragma())?;
+        // Checkpoints run on a background thread, not in the middle of a request's
+        // commit: see spawn_checkpointer.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         // Pages still in the WAL are read with pread, not through the map: a cache big
@@ -130,11 +167,12 @@ impl EmbeddedStore {
         }
         let readers = Arc::new(readers);
         let catch_up = Arc::new(AtomicBool::new(false));
-        spawn_checkpointer(&path, Arc::downgrade(&readers), catch_up.clone())?;
+        spawn_checkpointer(&path, Arc::downgrade(&readers), catch_up.clone(), sync)?;
         Ok(Self {
             database: DatabaseThread::spawn(connection, catch_up)?,
             readers,
             next_reader: Arc::default(),
+            login_sweep: Arc::default(),
             path,
         })
     }
@@ -142,6 +180,13 @@ impl EmbeddedStore {
     /// Where the database file is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The writing connection's `PRAGMA synchronous`: 2 is FULL, 1 is NORMAL.
+    pub async fn synchronous(&self) -> Result<i64, StoreError> {
+        self.database
+            .read(|c| Ok(c.query_row("PRAGMA synchronous", [], |row| row.get(0))?))
+            .await
     }
 
     /// Runs a read on one of the read connections, preferring one that is free.
@@ -202,17 +247,20 @@ const RESTART_WAL_FRAMES: i64 = 16 * 1024;
 /// Between two passes the WAL is synced every WAL_SYNC_EVERY ([`WalWriteback`]). A
 /// checkpoint begins by syncing the WAL, and without these syncs that one wrote out
 /// half a second of commits at once (tens of MB at full load): a burst of disk work
-/// that left requests waiting for tens of milliseconds (docs/performance.md).
+/// that left requests waiting for tens of milliseconds (docs/performance.md). With
+/// [`SyncMode::Full`] every commit has synced the WAL already, so there is nothing to
+/// write out and these syncs are skipped.
 fn spawn_checkpointer(
     path: &Path,
     alive: std::sync::Weak<Vec<Mutex<Connection>>>,
     catch_up: Arc<AtomicBool>,
+    sync: SyncMode,
 ) -> Result<(), StoreError> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     let database_file = std::fs::File::open(path)
         .map_err(|err| StoreError::Unavailable(format!("cannot open {}: {err}", path.display())))?;
-    let mut wal_writeback = WalWriteback::new(wal_path(path));
+    let mut wal_writeback = (sync == SyncMode::Normal).then(|| WalWriteback::new(wal_path(path)));
     // An idle store's passes copy nothing; the file is synced only when a pass saw the
     // WAL move, so an idle service does not flush the disk twice a second.
     let mut last_seen = None;
@@ -231,7 +279,9 @@ fn spawn_checkpointer(
             while alive.upgrade().is_some() {
                 for _ in 1..WAL_SYNCS_PER_PASS {
                     std::thread::sleep(WAL_SYNC_EVERY);
-                    wal_writeback.sync_if_written();
+                    if let Some(writeback) = wal_writeback.as_mut() {
+                        writeback.sync_if_written();
+                    }
                 }
                 std::thread::sleep(WAL_SYNC_EVERY);
                 match checkpoint_and_sync(&connection) {
@@ -273,8 +323,8 @@ fn wal_path(database: &Path) -> PathBuf {
 }
 
 /// Writes the WAL out to disk a little at a time, so that the sync a checkpoint starts
-/// with finds little left to write. Durability never depends on it: with
-/// `synchronous=NORMAL` SQLite syncs the WAL itself before every checkpoint.
+/// with finds little left to write ([`SyncMode::Normal`] only). Durability never
+/// depends on it: SQLite syncs the WAL itself before every checkpoint.
 struct WalWriteback {
     path: PathBuf,
     /// Opened once it exists (SQLite creates it at the first write).
@@ -690,6 +740,72 @@ fn apply_projection(
     Ok(())
 }
 
+/// One guess budget, if there is one.
+fn read_budget(
+    tx: &Connection,
+    email_key: &str,
+    scope: &str,
+) -> Result<Option<Budget>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT used, pending, window_start FROM login_budgets WHERE email = ?1 AND scope = ?2",
+        )?
+        .query_row(params![email_key, scope], |row| {
+            Ok(Budget {
+                used: row.get(0)?,
+                pending: row.get(1)?,
+                window_start: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+fn write_budget(
+    tx: &Connection,
+    email_key: &str,
+    scope: &str,
+    budget: Budget,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO login_budgets (email, scope, used, pending, window_start, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (email, scope) DO UPDATE SET used = excluded.used,
+             pending = excluded.pending, window_start = excluded.window_start,
+             expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        email_key,
+        scope,
+        budget.used,
+        budget.pending,
+        budget.window_start,
+        budget.expires_at()
+    ])?;
+    Ok(())
+}
+
+/// When the expired guess budgets were last swept away: at most once a minute, inside
+/// a reservation, so the table holds about one window's worth of budgets.
+#[derive(Debug, Default)]
+struct LoginSweep {
+    last: std::sync::atomic::AtomicI64,
+}
+
+impl LoginSweep {
+    /// Sweep period, microseconds.
+    const EVERY: i64 = 60_000_000;
+
+    /// True (and the sweep recorded) when a sweep is due at `now`.
+    fn due(&self, now: i64) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        now - last >= Self::EVERY
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 fn decode_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventEnvelope, StoreError>> {
     let user_id: String = row.get(0)?;
     let event_id: String = row.get(1)?;
@@ -814,44 +930,6 @@ impl UserStore for EmbeddedStore {
             .await
     }
 
-    async fn record_login_failure(
-        &self,
-        email_key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let (email_key, at) = (email_key.to_owned(), at.timestamp_micros());
-        let horizon = at - crate::domain::login::LOCKOUT_WINDOW.as_micros() as i64;
-        self.database
-            .write(move |tx| {
-                // Failures older than the window no longer count: keep the table small.
-                tx.prepare_cached(
-                    "DELETE FROM login_failures WHERE email = ?1 AND failed_at < ?2",
-                )?
-                .execute(params![email_key, horizon])?;
-                tx.prepare_cached("INSERT INTO login_failures (email, failed_at) VALUES (?1, ?2)")?
-                    .execute(params![email_key, at])?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn login_failures_since(
-        &self,
-        email_key: &str,
-        since: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        let (email_key, since) = (email_key.to_owned(), since.timestamp_micros());
-        self.with_reader(move |c| {
-            let count: i64 = c
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM login_failures WHERE email = ?1 AND failed_at >= ?2",
-                )?
-                .query_row(params![email_key, since], |row| row.get(0))?;
-            Ok(u32::try_from(count).unwrap_or(u32::MAX))
-        })
-        .await
-    }
-
     async fn search_candidates(
         &self,
         field: Column,
@@ -970,12 +1048,64 @@ impl UserStore for EmbeddedStore {
             .await
     }
 
-    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
-        let email_key = email_key.to_owned();
+    async fn reserve_guess(
+        &self,
+        email_key: &str,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<GuessDecision, StoreError> {
+        let (email_key, client) = (email_key.to_owned(), client.to_owned());
+        let now = now.timestamp_micros();
+        let sweep = self.login_sweep.due(now);
+        // One write of the database thread: both budgets are read and reserved in one
+        // transaction, so parallel guesses are counted one after the other.
         self.database
-            .write(move |c| {
-                c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
-                    .execute([email_key])?;
+            .write(move |tx| {
+                if sweep {
+                    // Budgets whose window has passed say nothing any more.
+                    tx.prepare_cached("DELETE FROM login_budgets WHERE expires_at < ?1")?
+                        .execute([now])?;
+                }
+                let client_budget = match Budget::reserve(
+                    read_budget(tx, &email_key, &client)?,
+                    login::MAX_FAILURES,
+                    now,
+                ) {
+                    Ok(budget) => budget,
+                    Err(wait) => return Ok(GuessDecision::Throttled(wait)),
+                };
+                let account_budget = match Budget::reserve(
+                    read_budget(tx, &email_key, login::ACCOUNT_SCOPE)?,
+                    login::MAX_GUESSES_PER_ACCOUNT,
+                    now,
+                ) {
+                    Ok(budget) => budget,
+                    Err(wait) => return Ok(GuessDecision::Throttled(wait)),
+                };
+                write_budget(tx, &email_key, &client, client_budget)?;
+                write_budget(tx, &email_key, login::ACCOUNT_SCOPE, account_budget)?;
+                Ok(GuessDecision::Evaluate)
+            })
+            .await
+    }
+
+    async fn settle_guess(
+        &self,
+        email_key: &str,
+        client: &str,
+        outcome: GuessOutcome,
+    ) -> Result<(), StoreError> {
+        let (email_key, client) = (email_key.to_owned(), client.to_owned());
+        self.database
+            .write(move |tx| {
+                if let Some(budget) = read_budget(tx, &email_key, &client)? {
+                    write_budget(tx, &email_key, &client, budget.settle_client(outcome))?;
+                }
+                let account = read_budget(tx, &email_key, login::ACCOUNT_SCOPE)?
+                    .and_then(|budget| budget.settle_account(outcome));
+                if let Some(account) = account {
+                    write_budget(tx, &email_key, login::ACCOUNT_SCOPE, account)?;
+                }
                 Ok(())
             })
             .await

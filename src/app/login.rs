@@ -1,0 +1,167 @@
+//! Logging in: the order of the steps is the security of it.
+//!
+//! 1. Reserve a guess in the account's budgets (`domain::login`); a spent budget
+//!    refuses without checking the password.
+//! 2. Check the password against the stored hash, or against the decoy when there is
+//!    no such account, so that both cost the same.
+//! 3. Settle the guess: a failure stays counted; a success is given back and forgives
+//!    the address's checked failures. Then record the login and answer with the user
+//!    as stored after it.
+//!
+//! Every refusal looks the same to the client (401 "Incorrect email or password"):
+//! unknown email, wrong password, locked account and spent budget alike.
+
+use crate::auth::password::{HashError, Passwords};
+use crate::clock::EventClock;
+use crate::domain::events::{Actor, EventEnvelope};
+use crate::domain::login::{GuessDecision, GuessOutcome};
+use crate::domain::registration::LoginAttempt;
+use crate::domain::{UserRow, decide};
+use crate::store::{Precondition, StoreError, UserStore};
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+/// Why a login was refused, for the logs and the metrics; the client is told none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No account with that email, or the wrong password.
+    WrongPassword,
+    /// KillrVideo's `account_locked` flag.
+    Locked,
+    /// A guess budget is spent: not checked at all.
+    Throttled(Duration),
+}
+
+impl Refusal {
+    /// The reason's label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::WrongPassword => "wrong_password",
+            Refusal::Locked => "locked",
+            Refusal::Throttled(_) => "throttled",
+        }
+    }
+}
+
+/// Why a login did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Refused: 401.
+    #[error("login refused ({})", .0.label())]
+    Refused(Refusal),
+    /// Password hashing is at capacity: 503, nothing counted.
+    #[error("password hashing is at capacity")]
+    Busy,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Serialises the reservations of one email key within this process. The store's
+/// reservation is atomic on its own (across instances too); this only keeps the
+/// guesses of one burst from contending for the same lightweight transaction, and
+/// it is a fixed set of locks, so a flood of distinct emails cannot grow it.
+pub struct GuessGate {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for GuessGate {
+    fn default() -> Self {
+        Self {
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+impl GuessGate {
+    fn stripe(&self, email_key: &str) -> &tokio::sync::Mutex<()> {
+        let hash = self.hasher.hash_one(email_key);
+        &self.stripes[(hash % self.stripes.len() as u64) as usize]
+    }
+}
+
+/// What a login needs.
+pub struct LoginContext<'a> {
+    /// The store.
+    pub store: &'a dyn UserStore,
+    /// Bounded argon2 work.
+    pub passwords: &'a Passwords,
+    /// Source of the login event's id.
+    pub clock: &'a EventClock,
+    /// In-process serialisation of reservations.
+    pub gate: &'a GuessGate,
+}
+
+/// Logs `attempt` in from `client` (the caller's address); returns the user as stored
+/// after the login was recorded.
+pub async fn login(
+    context: &LoginContext<'_>,
+    attempt: LoginAttempt,
+    client: &str,
+    request_id: Option<String>,
+) -> Result<UserRow, LoginError> {
+    let store = context.store;
+    let email_key = attempt.email_key();
+    let decision = {
+        let _turn = context.gate.stripe(&email_key).lock().await;
+        store
+            .reserve_guess(&email_key, client, chrono::Utc::now())
+            .await?
+    };
+    if let GuessDecision::Throttled(wait) = decision {
+        return Err(LoginError::Refused(Refusal::Throttled(wait)));
+    }
+    let credentials = store.find_credentials(&email_key).await?;
+    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
+    let matched = match context
+        .passwords
+        .verify(attempt.password, stored_hash)
+        .await
+    {
+        Ok(matched) => matched,
+        Err(HashError::Busy) => {
+            // Nothing was checked: the guess goes back.
+            store
+                .settle_guess(&email_key, client, GuessOutcome::NotChecked)
+                .await?;
+            return Err(LoginError::Busy);
+        }
+        Err(HashError::Failed(cause)) => return Err(LoginError::Internal(cause)),
+    };
+    let refusal = match &credentials {
+        Some(c) if matched && !c.account_locked => None,
+        Some(_) if matched => Some(Refusal::Locked),
+        _ => Some(Refusal::WrongPassword),
+    };
+    let outcome = match refusal {
+        None => GuessOutcome::Succeeded,
+        Some(_) => GuessOutcome::Failed,
+    };
+    store.settle_guess(&email_key, client, outcome).await?;
+    if let Some(refusal) = refusal {
+        return Err(LoginError::Refused(refusal));
+    }
+    let credentials = credentials.ok_or(LoginError::Refused(Refusal::WrongPassword))?;
+    let current = store
+        .find_user(credentials.user_id)
+        .await?
+        .ok_or(LoginError::Refused(Refusal::WrongPassword))?;
+    let logged_in = EventEnvelope::new(
+        current.user_id,
+        context.clock.next_event_id(),
+        Actor::User(current.user_id),
+        request_id,
+        decide::record_login(&current, chrono::Utc::now()),
+    );
+    store
+        .append_and_refetch(&logged_in, Precondition::None)
+        .await?
+        .ok_or_else(|| {
+            LoginError::Internal(format!("user {} vanished after a write", current.user_id))
+        })
+}
