@@ -5,9 +5,8 @@
 //! write time, so last-write-wins never has to fall back to comparing values between
 //! them; the random node id keeps ids of different processes apart.
 
-use crate::domain::events::event_id_at;
+use crate::domain::events::{EventId, event_id_at};
 use std::sync::atomic::{AtomicI64, Ordering};
-use uuid::Uuid;
 
 /// Hands out event ids whose times only go forward.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ impl EventClock {
 
     /// The next event id: now, or one microsecond after the previous id if the clock
     /// has not moved on (or went backwards).
-    pub fn next_event_id(&self) -> Uuid {
+    pub fn next_event_id(&self) -> EventId {
         let now = chrono::Utc::now().timestamp_micros();
         let mut previous = self.last_micros.load(Ordering::Relaxed);
         loop {
@@ -64,7 +63,7 @@ mod tests {
         let clock = EventClock::new();
         let mut last = 0;
         for _ in 0..10_000 {
-            let micros = event_micros(clock.next_event_id()).unwrap();
+            let micros = event_micros(clock.next_event_id().uuid()).unwrap();
             assert!(micros > last);
             last = micros;
         }

@@ -3,7 +3,7 @@
 //! stops start-up with one line naming the variable and what it accepts (exit code 2).
 
 use crate::store::cassandra::CassandraOptions;
-use crate::store::cassandra::migrate::validate_keyspace;
+use crate::store::schema::validate_identifier;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -209,7 +209,7 @@ impl StoreArgs {
                         "comma-separated `host:port` pairs",
                     ));
                 }
-                validate_keyspace(&self.keyspace).map_err(|accepts| {
+                validate_identifier(&self.keyspace).map_err(|accepts| {
                     ConfigError::new(
                         "KILLRVIDEO_CASSANDRA_KEYSPACE",
                         "cassandra-keyspace",

@@ -22,7 +22,7 @@ pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStor
             let store =
                 tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&data_dir, sync))
                     .await
-                    .map_err(|err| StoreError::Internal(err.to_string()))??;
+                    .map_err(|err| StoreError::internal(err.to_string()))??;
             tracing::info!(path = %store.path().display(), "opened embedded store");
             Arc::new(store)
         }

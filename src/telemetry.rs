@@ -60,6 +60,22 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// The series of one route and method: its latency histogram and a counter per status.
+struct RouteSeries {
+    latency: metrics::Histogram,
+    by_status: std::collections::HashMap<u16, metrics::Counter>,
+}
+
+thread_local! {
+    /// The handles of the series this thread has recorded, by route and method. The
+    /// `metrics` macros build a key and look it up in the registry on every call,
+    /// allocating the labels; a request worker records the same few series over and
+    /// over, so it keeps their handles (a handful of routes, bounded by the router).
+    static SERIES: std::cell::RefCell<
+        std::collections::HashMap<String, std::collections::HashMap<axum::http::Method, RouteSeries>>,
+    > = std::cell::RefCell::default();
+}
+
 /// Counts and times every routed request by its route template (never the raw path,
 /// which holds user ids), method and status.
 pub async fn track_request(
@@ -69,16 +85,44 @@ pub async fn track_request(
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    metrics_handle();
+        .cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    let route = route.as_ref().map_or("unmatched", |path| path.as_str());
+    metrics_handle();
+    SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        if !series.contains_key(route) {
+            series.insert(route.to_owned(), std::collections::HashMap::new());
+        }
+        let Some(by_method) = series.get_mut(route) else {
+            return;
+        };
+        let entry = by_method.entry(method.clone()).or_insert_with(|| RouteSeries {
+            latency: metrics::histogram!(
+                "http_request_duration_seconds",
+                "route" => route.to_owned(),
+                "method" => method.as_str().to_owned()
+            ),
+            by_status: std::collections::HashMap::new(),
+        });
+        entry.latency.record(elapsed);
+        entry
+            .by_status
+            .entry(status)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "http_requests_total",
+                    "route" => route.to_owned(),
+                    "method" => method.as_str().to_owned(),
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
+    });
     response
 }
 

@@ -10,8 +10,8 @@
 #[path = "api/support.rs"]
 mod support;
 
+use killrvideo_users::app::jobs::{VerifyOptions, verify};
 use killrvideo_users::domain::UserEvent;
-use killrvideo_users::jobs::{VerifyOptions, verify};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashMap;

@@ -2,10 +2,18 @@
 //! written against the storage port. The domain decides; these read what it needs,
 //! record what it decided, and bound the work.
 //!
-//! - [`login`]: logging in, with the guess budgets first;
-//! - [`roles`]: changing a role (`set-role`, and the moderators' assign and revoke);
-//! - [`search`]: the moderators' user search.
+//! - [`audit_trail`] — the history's pages and the profile as of an instant;
+//! - [`jobs`] — rebuild, verify and repair;
+//! - [`login`] — logging in, with the guess budgets first;
+//! - [`profile`] — the PUT path's update, with the refetch;
+//! - [`register`] — creating an account;
+//! - [`roles`] — changing a role (`set-role`, and the moderators' assign and revoke);
+//! - [`search`] — the moderators' user search.
 
+pub mod audit_trail;
+pub mod jobs;
 pub mod login;
+pub mod profile;
+pub mod register;
 pub mod roles;
 pub mod search;

@@ -105,7 +105,7 @@ impl JwtKeys {
     ///
     /// A token that passed once is remembered by its exact text, so the signature and
     /// the claims are checked once per token rather than once per request (they were
-    /// a tenth of the request path's CPU: docs/performance.md). Only the expiry depends
+    /// a tenth of the request path's CPU: docs/performance.md, "What mattered"). Only the expiry depends
     /// on when the token is used, and it is checked on every use, with the same leeway.
     /// A remembered entry cannot admit anything the full check would refuse: the key is
     /// the whole token, signature included, and the secret does not change while the

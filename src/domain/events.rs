@@ -13,12 +13,35 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// 100 ns ticks between the Gregorian epoch of v1 UUIDs (1582-10-15) and the Unix epoch.
 const GREGORIAN_TO_UNIX_TICKS: u64 = 0x01B2_1DD2_1381_4000;
 
-/// A time-ordered event id (a v1 time UUID, Cassandra's `timeuuid`) for an event that
-/// occurred `micros` after the Unix epoch. `node` makes ids from different processes
-/// distinct; `counter` those from one process in the same microsecond.
-pub fn event_id_at(micros: i64, counter: u16, node: [u8; 6]) -> Uuid {
+/// An event's id: a v1 time UUID (Cassandra's `timeuuid`), whose timestamp is when the
+/// event occurred. Only a time UUID can become one, so every event has a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(Uuid);
+
+impl EventId {
+    /// `None` for a UUID that is not a time UUID.
+    pub fn new(uuid: Uuid) -> Option<Self> {
+        event_micros(uuid).map(|_| Self(uuid))
+    }
+
+    /// The UUID.
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+
+    /// When the event occurred, microseconds since the Unix epoch.
+    pub fn micros(self) -> i64 {
+        // A time UUID by construction.
+        event_micros(self.0).unwrap_or(i64::MIN)
+    }
+}
+
+/// A time-ordered event id for an event that occurred `micros` after the Unix epoch.
+/// `node` makes ids from different processes distinct; `counter` those from one process
+/// in the same microsecond.
+pub fn event_id_at(micros: i64, counter: u16, node: [u8; 6]) -> EventId {
     let ticks = (micros.max(0) as u64) * 10 + GREGORIAN_TO_UNIX_TICKS;
-    uuid::Builder::from_gregorian_timestamp(ticks, counter & 0x3FFF, &node).into_uuid()
+    EventId(uuid::Builder::from_gregorian_timestamp(ticks, counter & 0x3FFF, &node).into_uuid())
 }
 
 /// When the event with this id occurred, in microseconds since the Unix epoch; `None`
@@ -163,6 +186,9 @@ pub enum EventDecodeError {
     /// The payload's schema version is newer than this build.
     #[error("event schema version {0} is not supported")]
     UnsupportedVersion(i32),
+    /// The stored id is not a time UUID, so the event has no time.
+    #[error("event id {0} is not a time UUID")]
+    NotATimeUuid(Uuid),
     /// The payload does not match its type.
     #[error("malformed {event_type} payload: {source}")]
     Payload {
@@ -255,24 +281,25 @@ impl EventEnvelope {
     /// A new event whose write time is its occurrence time.
     pub fn new(
         user_id: Uuid,
-        event_id: Uuid,
+        event_id: EventId,
         actor: Actor,
         request_id: Option<String>,
         event: UserEvent,
     ) -> Self {
         Self {
             user_id,
-            event_id,
+            event_id: event_id.uuid(),
             actor,
             request_id,
             event,
-            write_time: event_micros(event_id).unwrap_or_default(),
+            write_time: event_id.micros(),
         }
     }
 
-    /// When the event occurred, in microseconds since the epoch (from its id).
+    /// When the event occurred, in microseconds since the epoch (from its id; every
+    /// constructor checks that it is a time UUID).
     pub fn occurred_micros(&self) -> i64 {
-        event_micros(self.event_id).unwrap_or_default()
+        event_micros(self.event_id).unwrap_or(self.write_time)
     }
 
     /// When the event occurred.
@@ -288,11 +315,17 @@ mod tests {
     #[test]
     fn event_ids_round_trip_their_time_and_sort_by_it() {
         let micros = 1_795_000_000_123_456;
-        let id = event_id_at(micros, 7, [1, 2, 3, 4, 5, 6]);
+        let id = event_id_at(micros, 7, [1, 2, 3, 4, 5, 6]).uuid();
         assert_eq!(id.get_version_num(), 1);
         assert_eq!(event_micros(id), Some(micros));
-        let later = event_id_at(micros + 1, 0, [0; 6]);
+        let later = event_id_at(micros + 1, 0, [0; 6]).uuid();
         assert!(event_micros(later) > event_micros(id));
+        assert_eq!(EventId::new(id).map(EventId::micros), Some(micros));
+        assert_eq!(
+            EventId::new(Uuid::new_v4()),
+            None,
+            "a random UUID has no time"
+        );
     }
 
     #[test]

@@ -99,15 +99,15 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         crate::telemetry::store_error(match &err {
             StoreError::Conflict(_) => "conflict",
-            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Unavailable { .. } => "unavailable",
             StoreError::SchemaMissing(_) => "schema_missing",
-            StoreError::Internal(_) => "internal",
+            StoreError::Internal { .. } => "internal",
         });
         match err {
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Unavailable { .. } => ApiError::Unavailable(err.report()),
             StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::SchemaMissing(cause) | StoreError::Internal(cause) => {
-                ApiError::Internal(cause)
+            StoreError::SchemaMissing(_) | StoreError::Internal { .. } => {
+                ApiError::Internal(err.report())
             }
         }
     }

@@ -3,22 +3,39 @@
 use super::error::{ApiError, REQUEST_CONTEXT, RequestContext};
 use axum::extract::Request;
 use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-/// Makes the request path and id available to any [`ApiError`] raised while serving it.
-pub async fn problem_context(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+/// The request id, in one step: a client's `x-request-id` is kept when it is usable,
+/// otherwise (absent, too long, not printable, given twice) a fresh one replaces it.
+/// The id is set on the request (the log span and the events read it there), made
+/// available with the path to any [`ApiError`] raised while serving it (`instance`,
+/// `request_id`), and echoed on the answer.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let client_id = {
+        let mut ids = request.headers().get_all(REQUEST_ID).iter();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) if usable_request_id(id.as_bytes()) => Some(id.clone()),
+            _ => None,
+        }
+    };
+    let id = client_id.unwrap_or_else(|| {
+        // A hyphenated UUID is always a valid header value.
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    });
+    request.headers_mut().insert(REQUEST_ID, id.clone());
     let context = RequestContext {
         path: request.uri().path().to_owned(),
-        request_id,
+        request_id: id.to_str().unwrap_or_default().to_owned(),
     };
-    REQUEST_CONTEXT.scope(context, next.run(request)).await
+    let mut response = REQUEST_CONTEXT.scope(context, next.run(request)).await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
 }
+
+/// The request id header.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Unknown routes get a problem document too.
 pub async fn not_found() -> Response {
@@ -59,22 +76,6 @@ pub const MAX_CLIENT_REQUEST_ID: usize = 128;
 /// ASCII characters.
 pub fn usable_request_id(id: &[u8]) -> bool {
     (1..=MAX_CLIENT_REQUEST_ID).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
-}
-
-/// Removes a client's `x-request-id` that is not usable (or given twice), so the
-/// request-id layer gives the request a fresh one, which the answer then carries.
-pub async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
-    let ids = request.headers().get_all("x-request-id");
-    let mut ids = ids.iter();
-    let usable = match (ids.next(), ids.next()) {
-        (Some(id), None) => usable_request_id(id.as_bytes()),
-        (None, _) => true,
-        _ => false,
-    };
-    if !usable {
-        request.headers_mut().remove("x-request-id");
-    }
-    next.run(request).await
 }
 
 /// HTTP/1.1 requires exactly one `Host` (RFC 9112 §3.2): a request with none or two is

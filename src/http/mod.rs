@@ -1,12 +1,12 @@
 //! The HTTP edge: routing, extractors, the error type and the handlers. Handlers are
 //! thin: they call the domain for validation and decisions, and the store for I/O.
 
+pub mod audit_trail;
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod extract;
 pub mod health;
-pub mod history;
 pub mod middleware;
 pub mod moderation;
 pub mod openapi;
@@ -29,7 +29,6 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 /// Bounds on the work the service accepts.
@@ -140,9 +139,9 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
         .route("/register", post(users::register))
         .route("/login", post(users::login))
         .route("/me", get(users::get_me).put(users::put_me))
-        .route("/me/history", get(history::my_history))
+        .route("/me/history", get(audit_trail::my_history))
         .route("/{user_id}", get(users::get_user))
-        .route("/{user_id}/history", get(history::user_history));
+        .route("/{user_id}/history", get(audit_trail::user_history));
     let moderation = Router::new()
         .route("/users", get(moderation::search_users))
         .route(
@@ -166,11 +165,9 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
         .route("/readyz", get(health::readyz))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_request))
         .method_not_allowed_fallback(middleware::method_not_allowed);
-    // Inside the problem context, so the 503s carry the request id.
+    // Inside the request context, so the 503s carry the request id.
     with_overload_protection(api, probes, limits)
         .layer(axum::middleware::from_fn(middleware::require_one_host))
-        .layer(axum::middleware::from_fn(middleware::problem_context))
-        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -205,12 +202,8 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
                 )
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // Before the id is set: a client's id that is too long or not printable is
-        // dropped here, so a fresh one replaces it.
-        .layer(axum::middleware::from_fn(
-            middleware::drop_unusable_request_id,
-        ))
+        // Outside the log span, which names the request by its id.
+        .layer(axum::middleware::from_fn(middleware::request_context))
         // Outermost: a preflight is answered before anything else looks at it, and
         // every answer, errors and shed load included, carries the CORS headers.
         .layer(tower::util::option_layer(cors.layer()))

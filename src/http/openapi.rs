@@ -121,15 +121,15 @@ impl Modify for ProblemDetails {
         super::users::get_me,
         super::users::put_me,
         super::users::get_user,
-        super::history::my_history,
-        super::history::user_history,
+        super::audit_trail::my_history,
+        super::audit_trail::user_history,
         super::moderation::search_users,
         super::moderation::assign_moderator,
         super::moderation::revoke_moderator,
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::history::HistoryPage, crate::history::AuditedEvent, super::history::ProfileAsOf, super::history::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, crate::app::audit_trail::FieldValue, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth, &ProblemDetails),
 )]
 pub struct ApiDoc;
@@ -137,4 +137,86 @@ pub struct ApiDoc;
 /// `/openapi.json`.
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldError;
+    use crate::domain::profile::ProfileChanges;
+    use crate::domain::registration::{LoginAttempt, Registration};
+    use serde_json::{Map, Value, json};
+
+    type Parser = fn(Map<String, Value>) -> Result<(), Vec<FieldError>>;
+
+    /// A valid value for each member a body schema names.
+    fn example(member: &str) -> Value {
+        match member {
+            "email" => json!("jane@example.com"),
+            "password" => json!("correct horse battery"),
+            _ => json!("Jane"),
+        }
+    }
+
+    /// The request bodies the document describes are the ones the parsers take: every
+    /// member the schema lists is accepted, every required one is required, and
+    /// nothing else is (the schema says `additionalProperties: false`).
+    #[test]
+    fn body_schemas_agree_with_the_parsers() {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let parsers: [(&str, Parser); 3] = [
+            ("RegisterRequest", |m| {
+                Registration::from_json(m).map(|_| ())
+            }),
+            ("LoginRequest", |m| LoginAttempt::from_json(m).map(|_| ())),
+            ("ProfileUpdateRequest", |m| {
+                ProfileChanges::from_json(m).map(|_| ())
+            }),
+        ];
+        for (name, parse) in parsers {
+            let schema = &document["components"]["schemas"][name];
+            assert_eq!(schema["additionalProperties"], json!(false), "{name}");
+            let members: Vec<String> = schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} has properties"))
+                .keys()
+                .cloned()
+                .collect();
+            let required: Vec<String> = schema["required"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let full: Map<String, Value> =
+                members.iter().map(|m| (m.clone(), example(m))).collect();
+            assert_eq!(
+                parse(full.clone()),
+                Ok(()),
+                "{name}: every documented member"
+            );
+            for member in &required {
+                let mut without = full.clone();
+                without.remove(member);
+                let errors = parse(without).expect_err(member);
+                assert!(
+                    errors.iter().any(|e| e.field == format!("/{member}")),
+                    "{name}: {member} is required: {errors:?}"
+                );
+            }
+            for member in members.iter().filter(|m| !required.contains(m)) {
+                let mut without = full.clone();
+                without.remove(member);
+                assert_eq!(parse(without), Ok(()), "{name}: {member} is optional");
+            }
+            let mut extra = full;
+            extra.insert("undocumented".into(), json!(1));
+            assert!(
+                parse(extra).is_err(),
+                "{name}: undocumented members are refused"
+            );
+        }
+    }
 }

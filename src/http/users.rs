@@ -10,12 +10,12 @@ use super::extract::{JsonObject, RequestId};
 use super::representation::{IfMatch, UserResponse, etag, parse_if_match};
 use crate::app;
 use crate::app::login::{LoginContext, LoginError};
-use crate::auth::password::HashError;
-use crate::domain::events::{Actor, EventEnvelope, UserEvent};
+use crate::app::profile::UpdateError;
+use crate::app::register::RegisterError;
+use crate::domain::UserRow;
 use crate::domain::profile::ProfileChanges;
 use crate::domain::registration::{LoginAttempt, Registration};
-use crate::domain::{UserRow, decide};
-use crate::store::{Credentials, Precondition, StoreError};
+use crate::store::Precondition;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,50 +24,48 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Body of `POST /register` (for the OpenAPI document; parsing is field by field).
+/// Body of `POST /register`, for the OpenAPI document: parsing is field by field
+/// (`domain::registration`), and `http::openapi`'s tests hold the two equal.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct RegisterRequest {
     /// A valid address; uniqueness is case-insensitive.
     #[schema(example = "jane@example.com")]
-    email: String,
+    pub email: String,
     /// 8 characters to 128 bytes.
     #[schema(min_length = 8, example = "correct horse battery")]
-    password: String,
+    pub password: String,
     /// 1 to 50 characters after trimming (alias `firstName`).
     #[schema(min_length = 1, max_length = 50)]
-    firstname: String,
+    pub firstname: String,
     /// 1 to 50 characters after trimming (alias `lastName`).
     #[schema(min_length = 1, max_length = 50)]
-    lastname: String,
+    pub lastname: String,
 }
 
 /// Body of `POST /login`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct LoginRequest {
     /// The registered address, any case.
     #[schema(max_length = 254)]
-    email: String,
+    pub email: String,
     /// The password.
     #[schema(max_length = 128)]
-    password: String,
+    pub password: String,
 }
 
 /// Body of `PUT /me`: every field optional, nothing else allowed. `null` is refused:
 /// omit a field to keep it.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct ProfileUpdateRequest {
     /// New first name, 1 to 50 characters after trimming (alias `firstName`).
     #[schema(value_type = String, required = false, min_length = 1, max_length = 50)]
-    firstname: Option<String>,
+    pub firstname: Option<String>,
     /// New last name, 1 to 50 characters after trimming (alias `lastName`).
     #[schema(value_type = String, required = false, min_length = 1, max_length = 50)]
-    lastname: Option<String>,
+    pub lastname: Option<String>,
 }
 
 /// Answer of `POST /login`.
@@ -86,35 +84,6 @@ fn user_with_etag(status: StatusCode, row: &UserRow) -> Response {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
-}
-
-fn envelope(
-    state: &AppState,
-    user_id: Uuid,
-    actor: Actor,
-    request_id: RequestId,
-    event: UserEvent,
-) -> EventEnvelope {
-    EventEnvelope::new(
-        user_id,
-        state.clock.next_event_id(),
-        actor,
-        request_id.0,
-        event,
-    )
-}
-
-/// The refetch: the row as stored after a write.
-async fn refetch(state: &AppState, user_id: Uuid) -> Result<UserRow, ApiError> {
-    state
-        .store
-        .find_user(user_id)
-        .await?
-        .ok_or_else(|| vanished(user_id))
-}
-
-fn vanished(user_id: Uuid) -> ApiError {
-    ApiError::Internal(format!("user {user_id} vanished after a write"))
 }
 
 /// Registers a new account.
@@ -137,41 +106,22 @@ pub async fn register(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let registration = Registration::from_json(body).map_err(ApiError::Validation)?;
-    let user_id = Uuid::new_v4();
-    let password_hash = state
-        .passwords
-        .hash(registration.password.expose().to_owned())
-        .await
-        .map_err(|err| match err {
-            HashError::Busy => hashing_busy(),
-            HashError::Failed(cause) => ApiError::Internal(cause),
-        })?;
-    let credentials = Credentials {
-        email_key: registration.email.key(),
-        password_hash,
-        user_id,
-        account_locked: false,
-    };
-    let registered = envelope(
-        &state,
-        user_id,
-        Actor::User(user_id),
-        request_id,
-        decide::register(&registration),
-    );
-    state
-        .store
-        .register(&credentials, &registered)
-        .await
-        .map_err(|err| match err {
-            StoreError::Conflict(_) => {
-                ApiError::Conflict("This email is already registered".into())
-            }
-            other => other.into(),
-        })?;
-    let row = refetch(&state, user_id).await?;
+    let row = app::register::register(
+        state.store.as_ref(),
+        &state.passwords,
+        &state.clock,
+        &registration,
+        request_id.0,
+    )
+    .await
+    .map_err(|err| match err {
+        RegisterError::EmailTaken => ApiError::Conflict(err.to_string()),
+        RegisterError::Busy => hashing_busy(),
+        RegisterError::Hashing(cause) => ApiError::Internal(cause),
+        RegisterError::Store(store) => store.into(),
+    })?;
     let mut response = user_with_etag(StatusCode::CREATED, &row);
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{user_id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{}", row.user_id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
@@ -278,28 +228,21 @@ pub async fn put_me(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let changes = ProfileChanges::from_json(body).map_err(ApiError::Validation)?;
-    let row = current.row;
-    let precondition = precondition(&headers, &row)?;
-    let Some(event) = decide::update_profile(&row, changes) else {
-        return Ok(user_with_etag(StatusCode::OK, &row));
-    };
-    let updated = envelope(
-        &state,
-        row.user_id,
-        Actor::User(row.user_id),
-        request_id,
-        event,
-    );
-    match state.store.append_and_refetch(&updated, precondition).await {
-        Ok(refetched) => Ok(user_with_etag(
-            StatusCode::OK,
-            &refetched.ok_or_else(|| vanished(row.user_id))?,
-        )),
-        Err(StoreError::Conflict(_)) => {
-            Err(precondition_failed(&refetch(&state, row.user_id).await?))
-        }
-        Err(other) => Err(other.into()),
-    }
+    let precondition = precondition(&headers, &current.row)?;
+    let row = app::profile::update_profile(
+        state.store.as_ref(),
+        &state.clock,
+        current.row,
+        changes,
+        precondition,
+        request_id.0,
+    )
+    .await
+    .map_err(|err| match err {
+        UpdateError::Stale(now) => precondition_failed(&now),
+        UpdateError::Store(store) => store.into(),
+    })?;
+    Ok(user_with_etag(StatusCode::OK, &row))
 }
 
 fn precondition_failed(current: &UserRow) -> ApiError {
@@ -309,8 +252,8 @@ fn precondition_failed(current: &UserRow) -> ApiError {
     }
 }
 
-/// Turns `If-Match` into a store precondition, failing fast when the version the auth
-/// read saw already differs (the LWT would refuse it anyway).
+/// Turns `If-Match` into a store precondition. A list of tags none of which is the
+/// current version (weak, foreign, or stale) cannot match: 412 at once.
 fn precondition(headers: &HeaderMap, current: &UserRow) -> Result<Precondition, ApiError> {
     let Some(raw) = headers.get(header::IF_MATCH) else {
         return Ok(Precondition::None);

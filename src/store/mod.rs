@@ -3,11 +3,21 @@
 //! - [`embedded`]: SQLite in one file under the data directory; the default.
 //! - [`cassandra`]: Apache Cassandra 5.0 (or ScyllaDB, Astra) through the scylla driver.
 //!
-//! Both store the same three things, the event log, the `users` projection and the
-//! credentials, and honour the same contract, which `tests/` checks against each.
+//! Both store the same things (the event log, the `users` projection with its search
+//! terms, the credentials, the login budgets, leases and job checkpoints) and honour
+//! the same contract, which `tests/` checks against each. Their files mirror each
+//! other: `mod.rs` (the port), `rows.rs` (row codecs), `versioned.rs` (the `If-Match`
+//! append), `login.rs` (the login budgets), `jobs.rs` (the jobs' port) and
+//! `migrate.rs` (the schema), plus what each needs of its own: SQLite's writing thread
+//! and checkpointer, Cassandra's statements and session.
+//!
+//! Shared by both: [`codec`] (where an event becomes bytes) and [`schema`] (the users
+//! table's columns, and the identifier rule).
 
 pub mod cassandra;
+pub mod codec;
 pub mod embedded;
+pub mod schema;
 
 use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::projection::Column;
@@ -60,6 +70,9 @@ pub struct EventPage {
     pub limit: usize,
 }
 
+/// What caused a store error: the driver's or SQLite's error, kept whole.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a storage call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -67,14 +80,78 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// The database cannot be reached or did not answer in time.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {context}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The driver's (or SQLite's) error.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The schema is missing or older than this build.
     #[error("schema not ready: {0}")]
     SchemaMissing(String),
     /// Anything else: a bug, or data that does not decode.
-    #[error("store failure: {0}")]
-    Internal(String),
+    #[error("store failure: {context}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// The error underneath, if any.
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// The database cannot be reached; no error underneath.
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// The database cannot be reached, because of `cause`.
+    pub fn unavailable_from(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A fault; no error underneath.
+    pub fn internal(context: impl Into<String>) -> Self {
+        StoreError::Internal {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// A fault, because of `cause`.
+    pub fn internal_from(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Internal {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// The error and every cause under it, for a log line.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
 }
 
 /// The storage port. Every method is one short round of I/O on the request path; none
@@ -87,13 +164,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The raw users row, registered or not: what the table holds, for the jobs and
-    /// the tests.
-    async fn load_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
+    /// The users row as the request path reads it, registered or not: every cell with
+    /// its write time, but not the search terms (which only the search and the jobs
+    /// read). [`UserStore::find_user`] is the same filtered to registered users.
+    async fn raw_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
 
     /// The users row, or `None` when there is none or it is not a registered user.
     async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        Ok(self.load_row(user_id).await?.filter(UserRow::is_registered))
+        Ok(self.raw_row(user_id).await?.filter(UserRow::is_registered))
     }
 
     /// Credentials by uniqueness key.
@@ -232,8 +310,9 @@ pub trait ProjectionStore: UserStore {
     /// Creates `table` with the users schema if needed and prepares its statements.
     async fn prepare_table(&self, table: &str) -> Result<(), StoreError>;
 
-    /// One raw row of `table`.
-    async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
+    /// One row of `table` as it is stored, registered or not, search terms and all:
+    /// what the jobs compare with the log.
+    async fn table_row(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
 
     /// Projects an already logged event into `table`, cells at the event's write time.
     async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError>;
@@ -289,31 +368,6 @@ pub fn split_token_ring(splits: usize) -> Vec<ScanRange> {
         .collect()
 }
 
-/// A table name that may be spliced into CQL/SQL: a plain identifier.
-pub fn validate_table_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 48
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && !matches!(
-            name,
-            "user_events"
-                | "user_credentials"
-                | "schema_migrations"
-                | "schema_migration_lease"
-                | "projection_checkpoints"
-                | "login_failures"
-                | "leases"
-        )
-        // The terms table of a users table (SQLite) is named after it.
-        && !name.ends_with("_search_terms");
-    if ok {
-        Ok(())
-    } else {
-        Err("a letter followed by up to 47 letters, digits or underscores, not one of the service's own tables".into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,21 +383,6 @@ mod tests {
                 assert_eq!(pair[0].end, pair[1].start);
                 assert!(pair[0].start < pair[0].end);
             }
-        }
-    }
-
-    #[test]
-    fn table_names() {
-        assert!(validate_table_name("users_rebuild").is_ok());
-        for bad in [
-            "",
-            "user_events",
-            "a;b",
-            "1x",
-            "leases",
-            "users_search_terms",
-        ] {
-            assert!(validate_table_name(bad).is_err(), "{bad}");
         }
     }
 }

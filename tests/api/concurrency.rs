@@ -358,7 +358,7 @@ mod cassandra_crash_points {
         let store = cassandra(&app);
 
         // Step 1 of a version-checked write, and nothing after it.
-        let orphan = EventClock::new().next_event_id();
+        let orphan = EventClock::new().next_event_id().uuid();
         let payload = r#"{"firstname":{"from":"John","to":"Orphan"}}"#;
         store
             .session()
@@ -415,7 +415,7 @@ mod cassandra_crash_points {
         // What the completion leaves: an event id from before the current version,
         // written (row and head) with a later write time than anything so far.
         let version_micros = event_micros(version).unwrap();
-        let completed = event_id_at(version_micros - 1_000, 7, [1, 2, 3, 4, 5, 6]);
+        let completed = event_id_at(version_micros - 1_000, 7, [1, 2, 3, 4, 5, 6]).uuid();
         let ballot_micros = chrono::Utc::now().timestamp_micros();
         store
             .session()

@@ -303,7 +303,7 @@ async fn an_interrupted_rebuild_resumes_to_the_same_result(backend: Backend) {
     assert_eq!(code, 0, "{output}");
     let total = app
         .jobs
-        .scan_ranges(killrvideo_users::jobs::DEFAULT_SPLITS)
+        .scan_ranges(killrvideo_users::app::jobs::DEFAULT_SPLITS)
         .len();
     assert!(
         output.contains(&format!("5 of {total} ranges skipped")),

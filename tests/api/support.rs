@@ -404,14 +404,14 @@ impl TestApp {
 
     /// The raw users row, straight from the store.
     pub async fn row(&self, user_id: Uuid) -> Option<UserRow> {
-        self.store.load_row(user_id).await.expect("load row")
+        self.store.raw_row(user_id).await.expect("load row")
     }
 
     /// The whole users row as the jobs read it, search terms included.
     pub async fn full_row(&self, user_id: Uuid) -> Option<UserRow> {
         let table = killrvideo_users::store::USERS_TABLE;
         self.jobs.prepare_table(table).await.expect("prepare");
-        self.jobs.row_in(table, user_id).await.expect("row")
+        self.jobs.table_row(table, user_id).await.expect("row")
     }
 
     /// Every event of a user, oldest first.

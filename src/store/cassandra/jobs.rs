@@ -1,15 +1,15 @@
 //! The projection jobs' side of the Cassandra store: token-range scans, projection into
 //! any table, tombstones, checkpoints.
 
-use super::{
-    CassandraStore, EVENT_COLUMNS, EventRow, FullUserCells, SEARCH_CELLS, USER_CELLS, classify,
-    internal, projection_cql, qualify,
+use super::rows::{
+    EVENT_COLUMNS, EventRow, FullUserCells, SEARCH_CELLS, USER_CELLS, projection_cql,
 };
+use super::{CassandraStore, classify, internal, qualify};
 use crate::domain::projection::{COLUMN_SETS, Column};
 use crate::domain::{EventEnvelope, UserRow};
+use crate::store::schema::{cassandra_users_table, validate_table_name};
 use crate::store::{
     EventStream, ProjectionStore, RowStream, ScanRange, StoreError, USERS_TABLE, split_token_ring,
-    validate_table_name,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -41,7 +41,7 @@ impl CassandraStore {
             .session()
             .prepare(cql.clone())
             .await
-            .map_err(|err| StoreError::Internal(format!("cannot prepare `{cql}`: {err}")))?;
+            .map_err(|err| StoreError::internal(format!("cannot prepare `{cql}`: {err}")))?;
         statement.set_is_idempotent(true);
         statement.set_page_size(SCAN_PAGE_SIZE);
         Ok(statement)
@@ -57,30 +57,6 @@ impl CassandraStore {
     }
 }
 
-/// The CQL type of a users column.
-fn cql_type(column: Column) -> &'static str {
-    match column {
-        Column::CreatedDate | Column::LastLoginDate => "timestamp",
-        Column::EmailSearch | Column::FirstnameSearch | Column::LastnameSearch => "set<text>",
-        Column::Email | Column::Firstname | Column::Lastname | Column::AccountStatus => "text",
-    }
-}
-
-/// The DDL of a side table with the live table's columns, from [`Column::ALL`]
-/// (`rebuild --into` then compares equal to `users`, cell for cell, in the jobs'
-/// end-to-end tests). It has no search indexes: searches read `users`.
-pub(super) fn users_table_ddl(keyspace: &str, table: &str) -> String {
-    let columns: Vec<String> = Column::ALL
-        .iter()
-        .map(|c| format!("{} {}", c.name(), cql_type(*c)))
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {keyspace}.{table} (userid uuid PRIMARY KEY, {}, \
-         last_event_id timeuuid)",
-        columns.join(", ")
-    )
-}
-
 #[async_trait]
 impl ProjectionStore for CassandraStore {
     fn scan_ranges(&self, splits: usize) -> Vec<ScanRange> {
@@ -93,11 +69,11 @@ impl ProjectionStore for CassandraStore {
             .session()
             .execute_iter(statements.scan_events.clone(), (range.start, range.end))
             .await
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            .map_err(|err| StoreError::unavailable(err.to_string()))?;
         let rows = pager.rows_stream::<EventRow>().map_err(internal)?;
         Ok(rows
             .map(|row| {
-                row.map_err(|err| StoreError::Unavailable(err.to_string()))
+                row.map_err(|err| StoreError::unavailable(err.to_string()))
                     .and_then(EventEnvelope::try_from)
             })
             .boxed())
@@ -109,12 +85,12 @@ impl ProjectionStore for CassandraStore {
             .session()
             .execute_iter(statements.scan_rows.clone(), (range.start, range.end))
             .await
-            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            .map_err(|err| StoreError::unavailable(err.to_string()))?;
         let rows = pager.rows_stream::<FullUserCells>().map_err(internal)?;
         Ok(rows
             .map(|row| {
                 row.map(UserRow::from)
-                    .map_err(|err| StoreError::Unavailable(err.to_string()))
+                    .map_err(|err| StoreError::unavailable(err.to_string()))
             })
             .boxed())
     }
@@ -124,7 +100,7 @@ impl ProjectionStore for CassandraStore {
             validate_table_name(table)
                 .map_err(|accepts| internal(format!("invalid table `{table}`: {accepts}")))?;
             self.session()
-                .query_unpaged(users_table_ddl(&self.keyspace, table), ())
+                .query_unpaged(cassandra_users_table(&self.keyspace, table), ())
                 .await
                 .map_err(classify)?;
         }
@@ -189,7 +165,7 @@ impl ProjectionStore for CassandraStore {
         Ok(())
     }
 
-    async fn row_in(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+    async fn table_row(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         let statements = self.table_statements(table)?;
         let result = self
             .session()

@@ -61,7 +61,7 @@ enum Command {
     Search(SearchArgs),
     /// Drop the configured Cassandra keyspace, so that a benchmark leaves none behind
     /// on the server (each is up to a million events, and a server holding hundreds of
-    /// tables runs slower: docs/performance.md, eighth round).
+    /// tables runs slower: docs/performance.md, "Cassandra's warm-up").
     DropKeyspace(DropKeyspaceArgs),
 }
 
@@ -120,7 +120,7 @@ struct HttpArgs {
     url: String,
     /// Send `GET /healthz` instead of the users' requests: what the loopback exchange,
     /// the HTTP stack and this client cost with no handler and no store work, the
-    /// ceiling of any endpoint on this machine (docs/performance.md, tenth round).
+    /// ceiling of any endpoint on this machine (docs/performance.md, "What is measured").
     #[arg(long)]
     ceiling: bool,
     #[command(flatten)]
@@ -601,7 +601,7 @@ fn store_outcome(result: Result<(), killrvideo_users::store::StoreError>) -> Out
             status: "conflict".into(),
             error: false,
         },
-        Err(StoreError::Unavailable(_)) => Outcome {
+        Err(StoreError::Unavailable { .. }) => Outcome {
             status: "unavailable".into(),
             error: true,
         },
@@ -620,7 +620,7 @@ impl Target for FloorTarget {
         let result = async {
             // 1. The auth read.
             let row = self.store.find_user(user_id).await?.ok_or_else(|| {
-                killrvideo_users::store::StoreError::Internal("seeded user missing".into())
+                killrvideo_users::store::StoreError::internal("seeded user missing")
             })?;
             if draw(seq, 1) < self.get_share {
                 return Ok(());

@@ -3,12 +3,12 @@
 //! code: everything backend-specific is behind [`ProjectionStore`], everything about
 //! what a row should be is the domain's ([`replay`], [`compare`]).
 
+use crate::app::audit_trail::all_events;
 use crate::clock::EventClock;
 use crate::domain::UserRow;
 use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::projection::replay;
 use crate::domain::verify::{Drift, cells_without_events, compare, restatement};
-use crate::history::all_events;
 use crate::store::{Precondition, ProjectionStore, ScanRange, StoreError, USERS_TABLE};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
@@ -307,7 +307,7 @@ async fn repair_user(
     user_id: Uuid,
 ) -> Result<Vec<Drift>, StoreError> {
     let events = all_events(store, user_id).await?;
-    let actual = store.row_in(USERS_TABLE, user_id).await?;
+    let actual = store.table_row(USERS_TABLE, user_id).await?;
     let expected = replay(user_id, &events);
     if !expected.is_registered() {
         if let Some(row) = &actual {
@@ -323,18 +323,18 @@ async fn repair_user(
         return Ok(check_user(
             user_id,
             &events,
-            store.row_in(USERS_TABLE, user_id).await?.as_ref(),
+            store.table_row(USERS_TABLE, user_id).await?.as_ref(),
         ));
     }
     for event in &events {
         store.project_into(USERS_TABLE, event).await?;
     }
-    let mut actual = store.row_in(USERS_TABLE, user_id).await?;
+    let mut actual = store.table_row(USERS_TABLE, user_id).await?;
     if let Some(row) = &actual {
         for (column, at) in cells_without_events(&expected, row) {
             store.delete_cell(USERS_TABLE, user_id, column, at).await?;
         }
-        actual = store.row_in(USERS_TABLE, user_id).await?;
+        actual = store.table_row(USERS_TABLE, user_id).await?;
     }
     let still_drifting = !check_user(user_id, &events, actual.as_ref()).is_empty();
     if let Some(event) = still_drifting
@@ -354,7 +354,7 @@ async fn repair_user(
     Ok(check_user(
         user_id,
         &events,
-        store.row_in(USERS_TABLE, user_id).await?.as_ref(),
+        store.table_row(USERS_TABLE, user_id).await?.as_ref(),
     ))
 }
 
@@ -397,7 +397,7 @@ pub async fn verify(
     let mut report = VerifyReport::default();
     if let Some(user_id) = options.user {
         let events = all_events(store, user_id).await?;
-        let actual = store.row_in(USERS_TABLE, user_id).await?;
+        let actual = store.table_row(USERS_TABLE, user_id).await?;
         report.users_checked = 1;
         report.events_read = events.len() as u64;
         report.drifts = check_user(user_id, &events, actual.as_ref());

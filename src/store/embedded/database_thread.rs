@@ -1,7 +1,7 @@
 //! The database thread: one SQLite connection, owned by one OS thread, that runs the
 //! hot path (the auth read, the append and the refetch) for every request, in batches.
 //!
-//! Why a thread and batches (measured in docs/performance.md): SQLite serialises
+//! Why a thread and batches (docs/performance.md, "What mattered"): SQLite serialises
 //! writers anyway, and what a small transaction costs is mostly fixed (file locks,
 //! WAL frame headers, the shared-memory index) rather than the rows it writes. So
 //! whatever requests are waiting when the thread comes round are run together:
@@ -76,7 +76,7 @@ where
     fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
         let Write { outcome, reply, .. } = *self;
         let outcome = batch.and_then(|()| {
-            outcome.unwrap_or_else(|| Err(StoreError::Internal("a write never ran".into())))
+            outcome.unwrap_or_else(|| Err(StoreError::internal("a write never ran")))
         });
         let _ = reply.send(outcome);
     }
@@ -90,7 +90,7 @@ pub struct DatabaseThread {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Unavailable("the embedded database thread has stopped".into())
+    StoreError::unavailable("the embedded database thread has stopped")
 }
 
 impl DatabaseThread {
@@ -103,7 +103,7 @@ impl DatabaseThread {
             .name("sqlite-db".into())
             .spawn(move || run(connection, queue, &catch_up))
             .map_err(|err| {
-                StoreError::Internal(format!("cannot start the sqlite thread: {err}"))
+                StoreError::internal(format!("cannot start the sqlite thread: {err}"))
             })?;
         Ok(Self { jobs })
     }
@@ -323,7 +323,10 @@ mod tests {
                 Ok(())
             })
             .await;
-        assert!(matches!(failed, Err(StoreError::Internal(_))), "{failed:?}");
+        assert!(
+            matches!(failed, Err(StoreError::Internal { .. })),
+            "{failed:?}"
+        );
         assert_eq!(database.read(keys).await.expect("read"), Vec::<i64>::new());
         database
             .write(|c| {

@@ -1,6 +1,7 @@
 //! The audit trail as the API and the `history` command present it: pages of events
 //! with last-write-wins provenance, and the profile as of an instant. Shared by
-//! `GET .../history` and `killrvideo-users history`, so both say the same.
+//! `GET .../history` (`http::audit_trail`) and `killrvideo-users history`, so both say
+//! the same; what is judged is `domain::audit`'s.
 
 use crate::domain::audit::{FieldAudit, audit_event, state_as_of, written_at};
 use crate::domain::projection::CellValue;
@@ -8,7 +9,7 @@ use crate::domain::{EventEnvelope, UserRow};
 use crate::store::{EventPage, StoreError, UserStore};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -36,27 +37,66 @@ pub struct AuditedEvent {
     pub actor: String,
     /// The `x-request-id` of the request that caused it.
     pub request_id: Option<String>,
-    /// Per field: `{from, to, winning}`.
-    #[schema(value_type = Object)]
-    pub fields: Map<String, Value>,
+    /// Per field the event wrote, by column name.
+    pub fields: BTreeMap<String, FieldView>,
 }
 
-fn cell_json(value: &CellValue) -> Value {
-    match value {
-        CellValue::Text(text) => json!(text),
-        CellValue::Time(at) => json!(at),
-        CellValue::Terms(terms) => json!(terms),
+/// One field an event wrote, as the history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldView {
+    /// The value the writer saw before (`null` when unset or not recorded).
+    pub from: Option<FieldValue>,
+    /// The value written.
+    pub to: FieldValue,
+    /// True when this write is the one the projection holds now; false when a later
+    /// write overwrote it under last-write-wins.
+    pub winning: bool,
+}
+
+/// A field's value: text, or an RFC 3339 instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// A name, an email, a status.
+    Text(String),
+    /// `created_date`, `last_login_date`.
+    Time(DateTime<Utc>),
+}
+
+impl FieldValue {
+    fn of(value: &CellValue) -> Option<Self> {
+        match value {
+            CellValue::Text(text) => Some(FieldValue::Text(text.clone())),
+            CellValue::Time(at) => Some(FieldValue::Time(*at)),
+            // Search terms are derived, never an event's field.
+            CellValue::Terms(_) => None,
+        }
     }
 }
 
-fn fields_json(fields: &[FieldAudit]) -> Map<String, Value> {
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Text(text) => write!(f, "{text:?}"),
+            FieldValue::Time(at) => write!(
+                f,
+                "{}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+        }
+    }
+}
+
+fn field_views(fields: &[FieldAudit]) -> BTreeMap<String, FieldView> {
     fields
         .iter()
-        .map(|f| {
-            (
-                f.column.name().to_owned(),
-                json!({"from": f.from.as_ref().map(cell_json), "to": cell_json(&f.to), "winning": f.winning}),
-            )
+        .filter_map(|field| {
+            let view = FieldView {
+                from: field.from.as_ref().and_then(FieldValue::of),
+                to: FieldValue::of(&field.to)?,
+                winning: field.winning,
+            };
+            Some((field.column.name().to_owned(), view))
         })
         .collect()
 }
@@ -71,7 +111,7 @@ impl AuditedEvent {
             written_at: written_at(envelope),
             actor: envelope.actor.encode(),
             request_id: envelope.request_id.clone(),
-            fields: fields_json(&audit_event(envelope, current)),
+            fields: field_views(&audit_event(envelope, current)),
         }
     }
 }

@@ -1,0 +1,162 @@
+//! The login throttle's budgets on Cassandra (`domain::login`): rows changed only by
+//! lightweight transactions that check what they read, so every instance counts alike.
+
+use super::{CassandraStore, classify, internal};
+use crate::domain::login::{self, Budget};
+use crate::store::StoreError;
+use scylla::response::query_result::QueryResult;
+use scylla::value::{CqlValue, Row};
+use std::time::Duration;
+
+/// Attempts at a guess budget's lightweight transaction before giving up: each lost
+/// round returns the values that beat it, so attempts are only lost to a writer that
+/// changed the budget in between.
+pub(super) const BUDGET_ATTEMPTS: usize = 16;
+
+impl CassandraStore {
+    /// A login attempt's two budgets: the client's, then the account's.
+    pub(super) async fn read_budgets(
+        &self,
+        email_key: &str,
+        client: &str,
+    ) -> Result<(Option<Budget>, Option<Budget>), StoreError> {
+        let result = self
+            .session()
+            .execute_unpaged(
+                &self.statements.select_budgets,
+                (email_key, client, login::ACCOUNT_SCOPE),
+            )
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let (mut client_budget, mut account_budget) = (None, None);
+        for row in rows
+            .rows::<(String, i32, Option<i32>, i64)>()
+            .map_err(internal)?
+        {
+            let (scope, used, pending, window_start) = row.map_err(internal)?;
+            let budget = Some(Budget {
+                used: u32::try_from(used).unwrap_or(0),
+                pending: u32::try_from(pending.unwrap_or(0)).unwrap_or(0),
+                window_start,
+            });
+            if scope == client {
+                client_budget = budget;
+            } else {
+                account_budget = budget;
+            }
+        }
+        Ok((client_budget, account_budget))
+    }
+
+    /// Applies `change` to one guess budget with a lightweight transaction that checks
+    /// the budget is still `current`; a lost round retries with the values that won.
+    /// `change` returning `Err` leaves the budget as it is, and that is the answer.
+    pub(super) async fn change_budget(
+        &self,
+        email_key: &str,
+        scope: &str,
+        mut current: Option<Budget>,
+        change: impl Fn(Option<Budget>) -> Result<Budget, Duration>,
+    ) -> Result<Result<Budget, Duration>, StoreError> {
+        let ttl = i32::try_from(login::LOCKOUT_WINDOW.as_secs()).unwrap_or(i32::MAX);
+        for _ in 0..BUDGET_ATTEMPTS {
+            let next = match change(current) {
+                Ok(next) => next,
+                Err(wait) => return Ok(Err(wait)),
+            };
+            let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+            let result = match current {
+                None => {
+                    self.session()
+                        .execute_unpaged(
+                            &self.statements.insert_budget_if_absent,
+                            (
+                                email_key,
+                                scope,
+                                count(next.used),
+                                count(next.pending),
+                                next.window_start,
+                                ttl,
+                            ),
+                        )
+                        .await
+                }
+                Some(seen) => {
+                    self.session()
+                        .execute_unpaged(
+                            &self.statements.update_budget_if_unchanged,
+                            (
+                                ttl,
+                                count(next.used),
+                                count(next.pending),
+                                next.window_start,
+                                email_key,
+                                scope,
+                                count(seen.used),
+                                count(seen.pending),
+                                seen.window_start,
+                            ),
+                        )
+                        .await
+                }
+            }
+            .map_err(classify)?;
+            match lwt_outcome_budget(result)? {
+                LwtBudget::Applied => return Ok(Ok(next)),
+                LwtBudget::Lost(now_there) => current = now_there,
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "the login budget of one account kept changing ({BUDGET_ATTEMPTS} rounds lost)"
+        )))
+    }
+}
+
+/// The outcome of a budget's lightweight transaction.
+pub(super) enum LwtBudget {
+    /// It applied.
+    Applied,
+    /// Another writer changed the budget first; this is what it holds now.
+    Lost(Option<Budget>),
+}
+
+/// Reads a budget LWT's result. Apache Cassandra answers `[applied]` alone when it
+/// applied, and otherwise adds the current values of the columns it checked (the whole
+/// row for `IF NOT EXISTS`), or nulls when the row is gone; so the row is read by
+/// column name.
+pub(super) fn lwt_outcome_budget(result: QueryResult) -> Result<LwtBudget, StoreError> {
+    let rows = result.into_rows_result().map_err(internal)?;
+    let names: Vec<String> = rows
+        .column_specs()
+        .iter()
+        .map(|spec| spec.name().to_owned())
+        .collect();
+    let row: Row = rows.first_row().map_err(internal)?;
+    let column = |name: &str| {
+        names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| row.columns.get(i).cloned().flatten())
+    };
+    match column("[applied]") {
+        Some(CqlValue::Boolean(true)) => return Ok(LwtBudget::Applied),
+        Some(CqlValue::Boolean(false)) => {}
+        other => return Err(internal(format!("unexpected LWT result column: {other:?}"))),
+    }
+    let budget = match (column("used"), column("pending"), column("window_start")) {
+        (Some(CqlValue::Int(used)), pending, Some(CqlValue::BigInt(window_start))) => {
+            let pending = match pending {
+                Some(CqlValue::Int(pending)) => pending,
+                _ => 0,
+            };
+            Some(Budget {
+                used: u32::try_from(used).unwrap_or(0),
+                pending: u32::try_from(pending).unwrap_or(0),
+                window_start,
+            })
+        }
+        _ => None,
+    };
+    Ok(LwtBudget::Lost(budget))
+}

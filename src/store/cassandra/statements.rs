@@ -1,0 +1,174 @@
+//! Every statement of the request path, prepared once, when the store connects.
+
+use super::qualify;
+use super::rows::{EVENT_COLUMNS, EVENT_INSERT_COLUMNS, USER_CELLS, projection_cql};
+use crate::domain::projection::{COLUMN_SETS, Column};
+use crate::domain::search::MAX_PROBE_TERMS;
+use crate::store::{StoreError, USERS_TABLE};
+use scylla::client::session::Session;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+use std::collections::HashMap;
+
+/// Statements of the request path and the jobs, prepared once at start-up.
+pub(super) struct Statements {
+    pub(super) ping: PreparedStatement,
+    pub(super) select_user: PreparedStatement,
+    pub(super) select_credentials: PreparedStatement,
+    pub(super) claim_credentials: PreparedStatement,
+    pub(super) insert_event: PreparedStatement,
+    pub(super) append_event_if_head: PreparedStatement,
+    /// One `UPDATE users USING TIMESTAMP ...` per column set the projection can produce.
+    pub(super) project: HashMap<Vec<Column>, PreparedStatement>,
+    pub(super) select_events_newest: PreparedStatement,
+    pub(super) select_events_before: PreparedStatement,
+    /// The events from a version on, inclusive: what a version-checked append
+    /// re-projects after its Paxos round.
+    pub(super) select_events_since: PreparedStatement,
+    /// The write time of one event row at SERIAL consistency: settles an LWT whose
+    /// outcome timed out.
+    pub(super) select_event_write_time_serial: PreparedStatement,
+    /// The two guess budgets of a login attempt, read at LOCAL_QUORUM: a first guess at
+    /// what the lightweight transactions below then check.
+    pub(super) select_budgets: PreparedStatement,
+    pub(super) insert_budget_if_absent: PreparedStatement,
+    pub(super) update_budget_if_unchanged: PreparedStatement,
+    /// Per search column and number of terms (1 to `MAX_PROBE_TERMS`): the candidates
+    /// whose terms contain them all, in token order from a token on, through the SAI.
+    pub(super) search: HashMap<(Column, usize), PreparedStatement>,
+    pub(super) select_users_with_status: PreparedStatement,
+    pub(super) acquire_lease: PreparedStatement,
+    pub(super) release_lease: PreparedStatement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(session: &Session, keyspace: &str) -> Result<Self, StoreError> {
+        let prepare = |cql: String, idempotent: bool| async move {
+            let cql = qualify(keyspace, &cql);
+            let mut statement = session
+                .prepare(cql.clone())
+                .await
+                .map_err(|err| match err {
+                    scylla::errors::PrepareError::ConnectionPoolError(_) => {
+                        StoreError::unavailable(err.to_string())
+                    }
+                    _ => StoreError::SchemaMissing(format!("cannot prepare `{cql}`: {err}")),
+                })?;
+            statement.set_is_idempotent(idempotent);
+            Ok::<_, StoreError>(statement)
+        };
+        // A read of named columns: what its result holds is fixed by its text, so the
+        // driver decodes it with the metadata it received when preparing, and Cassandra
+        // is asked not to encode the column specifications into every result again
+        // (`SKIP_METADATA`: 15 specs for a users row, on the auth read and the
+        // refetch of every PUT). Never an LWT, whose result has other columns when it
+        // does not apply, and never `SELECT *`, whose columns follow the table's.
+        let prepare_read = |cql: String| async move {
+            let mut statement = prepare(cql, true).await?;
+            statement.set_use_cached_result_metadata(true);
+            Ok::<_, StoreError>(statement)
+        };
+        let mut project = HashMap::new();
+        for columns in COLUMN_SETS {
+            // Writes with an explicit timestamp are idempotent: a retry rewrites the same
+            // cells with the same timestamp.
+            project.insert(
+                columns.to_vec(),
+                prepare(projection_cql(USERS_TABLE, columns), true).await?,
+            );
+        }
+        let mut search = HashMap::new();
+        for (column, _) in Column::SEARCH {
+            for count in 1..=MAX_PROBE_TERMS {
+                let contains = vec![format!("{} CONTAINS ?", column.name()); count].join(" AND ");
+                search.insert(
+                    (column, count),
+                    prepare_read(format!(
+                        "SELECT {USER_CELLS}, token(userid) FROM users WHERE {contains} \
+                         AND token(userid) >= ? LIMIT ?"
+                    ))
+                    .await?,
+                );
+            }
+        }
+        Ok(Self {
+            ping: prepare_read("SELECT release_version FROM system.local WHERE key = 'local'".into()).await?,
+            select_user: prepare_read(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?")).await?,
+            select_credentials: prepare_read(
+                "SELECT password, userid, account_locked FROM user_credentials WHERE email = ?".into(),
+            )
+            .await?,
+            claim_credentials: prepare(
+                "INSERT INTO user_credentials (email, password, userid, account_locked) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS"
+                    .into(),
+                false,
+            )
+            .await?,
+            insert_event: prepare(
+                format!("INSERT INTO user_events ({EVENT_INSERT_COLUMNS}, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
+                true,
+            )
+            .await?,
+            append_event_if_head: prepare(
+                "UPDATE user_events SET event_type = ?, schema_version = ?, payload = ?, actor = ?, \
+                 request_id = ?, head = ? WHERE userid = ? AND event_id = ? IF head = ?"
+                    .into(),
+                false,
+            )
+            .await?,
+            project,
+            select_events_newest: prepare_read(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? LIMIT ?"),
+            )
+            .await?,
+            select_events_before: prepare_read(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id < ? LIMIT ?"),
+            )
+            .await?,
+            select_events_since: prepare_read(
+                format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? AND event_id >= ?"),
+            )
+            .await?,
+            select_event_write_time_serial: {
+                let mut statement = prepare_read(
+                    "SELECT WRITETIME(payload) FROM user_events WHERE userid = ? AND event_id = ?".into(),
+                )
+                .await?;
+                statement.set_consistency(Consistency::LocalSerial);
+                statement
+            },
+            select_budgets: prepare_read(
+                "SELECT scope, used, pending, window_start FROM login_budgets WHERE email = ? AND scope IN (?, ?)"
+                    .into(),
+            )
+            .await?,
+            insert_budget_if_absent: prepare(
+                "INSERT INTO login_budgets (email, scope, used, pending, window_start) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                    .into(),
+                false,
+            )
+            .await?,
+            update_budget_if_unchanged: prepare(
+                "UPDATE login_budgets USING TTL ? SET used = ?, pending = ?, window_start = ? \
+                 WHERE email = ? AND scope = ? IF used = ? AND pending = ? AND window_start = ?"
+                    .into(),
+                false,
+            )
+            .await?,
+            search,
+            select_users_with_status: prepare_read(
+                "SELECT userid FROM users WHERE account_status = ? LIMIT ?".into(),
+            )
+            .await?,
+            acquire_lease: prepare(
+                "INSERT INTO leases (name, owner) VALUES (?, ?) IF NOT EXISTS USING TTL ?".into(),
+                false,
+            )
+            .await?,
+            release_lease: prepare("DELETE FROM leases WHERE name = ? IF owner = ?".into(), false)
+                .await?,
+        })
+    }
+}

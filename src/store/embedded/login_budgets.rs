@@ -1,0 +1,73 @@
+//! The login throttle's budgets on SQLite (`domain::login`): read and written inside
+//! the database thread's transactions, swept once a minute.
+
+use crate::domain::login::Budget;
+use crate::store::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::atomic::Ordering;
+
+/// One guess budget, if there is one.
+pub(super) fn read_budget(
+    tx: &Connection,
+    email_key: &str,
+    scope: &str,
+) -> Result<Option<Budget>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT used, pending, window_start FROM login_budgets WHERE email = ?1 AND scope = ?2",
+        )?
+        .query_row(params![email_key, scope], |row| {
+            Ok(Budget {
+                used: row.get(0)?,
+                pending: row.get(1)?,
+                window_start: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(super) fn write_budget(
+    tx: &Connection,
+    email_key: &str,
+    scope: &str,
+    budget: Budget,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO login_budgets (email, scope, used, pending, window_start, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (email, scope) DO UPDATE SET used = excluded.used,
+             pending = excluded.pending, window_start = excluded.window_start,
+             expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        email_key,
+        scope,
+        budget.used,
+        budget.pending,
+        budget.window_start,
+        budget.expires_at()
+    ])?;
+    Ok(())
+}
+
+/// When the expired guess budgets were last swept away: at most once a minute, inside
+/// a reservation, so the table holds about one window's worth of budgets.
+#[derive(Debug, Default)]
+pub(super) struct LoginSweep {
+    last: std::sync::atomic::AtomicI64,
+}
+
+impl LoginSweep {
+    /// Sweep period, microseconds.
+    pub(super) const EVERY: i64 = 60_000_000;
+
+    /// True (and the sweep recorded) when a sweep is due at `now`.
+    pub(super) fn due(&self, now: i64) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        now - last >= Self::EVERY
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
