@@ -101,14 +101,16 @@ pub async fn track_request(
         let Some(by_method) = series.get_mut(route) else {
             return;
         };
-        let entry = by_method.entry(method.clone()).or_insert_with(|| RouteSeries {
-            latency: metrics::histogram!(
-                "http_request_duration_seconds",
-                "route" => route.to_owned(),
-                "method" => method.as_str().to_owned()
-            ),
-            by_status: std::collections::HashMap::new(),
-        });
+        let entry = by_method
+            .entry(method.clone())
+            .or_insert_with(|| RouteSeries {
+                latency: metrics::histogram!(
+                    "http_request_duration_seconds",
+                    "route" => route.to_owned(),
+                    "method" => method.as_str().to_owned()
+                ),
+                by_status: std::collections::HashMap::new(),
+            });
         entry.latency.record(elapsed);
         entry
             .by_status

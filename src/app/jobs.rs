@@ -9,7 +9,9 @@ use crate::domain::UserRow;
 use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::projection::replay;
 use crate::domain::verify::{Drift, cells_without_events, compare, restatement};
-use crate::store::{Precondition, ProjectionStore, ScanRange, StoreError, USERS_TABLE};
+use crate::store::{
+    FinishedRange, Precondition, ProjectionStore, ScanRange, StoreError, USERS_TABLE,
+};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -226,7 +228,9 @@ pub async fn rebuild(
                     .try_fold(0u64, |count, ()| async move { Ok(count + 1) })
                     .await?;
                 if !options.dry_run {
-                    store.finish_range(job, range, events).await?;
+                    store
+                        .finish_range(job, FinishedRange { range, events })
+                        .await?;
                 }
                 progress.ranges.fetch_add(1, Ordering::Relaxed);
                 Ok::<_, StoreError>(events)

@@ -17,7 +17,7 @@ use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::registration::LoginAttempt;
 use crate::domain::{UserRow, decide};
-use crate::store::{Precondition, StoreError, UserStore};
+use crate::store::{GuessKey, Precondition, StoreError, UserStore};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
@@ -107,11 +107,13 @@ pub async fn login(
 ) -> Result<UserRow, LoginError> {
     let store = context.store;
     let email_key = attempt.email_key();
+    let key = GuessKey {
+        email_key: &email_key,
+        client,
+    };
     let decision = {
         let _turn = context.gate.stripe(&email_key).lock().await;
-        store
-            .reserve_guess(&email_key, client, chrono::Utc::now())
-            .await?
+        store.reserve_guess(key, chrono::Utc::now()).await?
     };
     if let GuessDecision::Throttled(wait) = decision {
         return Err(LoginError::Refused(Refusal::Throttled(wait)));
@@ -126,9 +128,7 @@ pub async fn login(
         Ok(matched) => matched,
         Err(HashError::Busy) => {
             // Nothing was checked: the guess goes back.
-            store
-                .settle_guess(&email_key, client, GuessOutcome::NotChecked)
-                .await?;
+            store.settle_guess(key, GuessOutcome::NotChecked).await?;
             return Err(LoginError::Busy);
         }
         Err(HashError::Failed(cause)) => return Err(LoginError::Internal(cause)),
@@ -142,7 +142,7 @@ pub async fn login(
         None => GuessOutcome::Succeeded,
         Some(_) => GuessOutcome::Failed,
     };
-    store.settle_guess(&email_key, client, outcome).await?;
+    store.settle_guess(key, outcome).await?;
     if let Some(refusal) = refusal {
         return Err(LoginError::Refused(refusal));
     }

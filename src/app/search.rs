@@ -4,7 +4,7 @@
 use crate::domain::UserRow;
 use crate::domain::projection::Column;
 use crate::domain::search::SearchFragment;
-use crate::store::{SearchKey, StoreError, UserStore};
+use crate::store::{CandidateQuery, SearchKey, StoreError, UserStore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::BTreeMap;
@@ -52,9 +52,18 @@ pub async fn search_users(
     let mut cursor = after;
     let mut users = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let batches = futures::future::try_join_all(Column::SEARCH.iter().map(|(field, _)| {
-            store.search_candidates(*field, &terms, cursor, CANDIDATES_PER_FIELD)
-        }))
+        let queries: Vec<CandidateQuery<'_>> = Column::SEARCH
+            .iter()
+            .map(|(field, _)| CandidateQuery {
+                field: *field,
+                terms: &terms,
+                after: cursor,
+                limit: CANDIDATES_PER_FIELD,
+            })
+            .collect();
+        let batches = futures::future::try_join_all(
+            queries.iter().map(|query| store.search_candidates(query)),
+        )
         .await?;
         let complete_up_to = batches
             .iter()

@@ -2,8 +2,8 @@
 
 use super::error::{ApiError, REQUEST_CONTEXT, RequestContext};
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// The request id, in one step: a client's `x-request-id` is kept when it is usable,

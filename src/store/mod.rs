@@ -219,8 +219,7 @@ pub trait UserStore: Send + Sync + 'static {
     /// is spent. Only a reserved guess may be evaluated.
     async fn reserve_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         now: DateTime<Utc>,
     ) -> Result<GuessDecision, StoreError>;
 
@@ -228,21 +227,16 @@ pub trait UserStore: Send + Sync + 'static {
     /// `Budget::settle_account`).
     async fn settle_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         outcome: GuessOutcome,
     ) -> Result<(), StoreError>;
 
-    /// The users whose search column `field` holds every one of `terms`, in
-    /// [`SearchKey`] order, strictly after `after`, at most `limit` of them: the
-    /// candidates of a search, read through an index (never a scan of the table).
-    /// Rows are as the request path reads them, registered users only.
+    /// The candidates of a search ([`CandidateQuery`]), in [`SearchKey`] order, read
+    /// through an index (never a scan of the table). Rows are as the request path
+    /// reads them, registered users only.
     async fn search_candidates(
         &self,
-        field: Column,
-        terms: &[String],
-        after: Option<SearchKey>,
-        limit: usize,
+        query: &CandidateQuery<'_>,
     ) -> Result<Vec<(SearchKey, UserRow)>, StoreError>;
 
     /// Ids of users whose stored `account_status` is `status`, at most `limit`.
@@ -259,6 +253,29 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Gives the lease back, if `owner` still holds it.
     async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
+}
+
+/// Whose guess budgets a login attempt uses: the email key's, for all addresses and
+/// for the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessKey<'a> {
+    /// The email as its uniqueness key (whether or not an account has it).
+    pub email_key: &'a str,
+    /// The client's address.
+    pub client: &'a str,
+}
+
+/// Which users a search asks the store for.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateQuery<'a> {
+    /// The search column (`Column::FirstnameSearch`, ...).
+    pub field: Column,
+    /// Every one of these terms must be in the column's set.
+    pub terms: &'a [String],
+    /// Only users strictly after this key.
+    pub after: Option<SearchKey>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// Where a user stands in the order search candidates come in: the partition token
@@ -287,6 +304,15 @@ pub struct ScanRange {
     pub start: i64,
     /// Upper bound.
     pub end: i64,
+}
+
+/// A range a job has finished, as its checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedRange {
+    /// The range.
+    pub range: ScanRange,
+    /// Events the job read from it.
+    pub events: u64,
 }
 
 /// Events streamed out of a range.
@@ -332,13 +358,8 @@ pub trait ProjectionStore: UserStore {
     /// Ranges already finished by `job` (their starts).
     async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError>;
 
-    /// Records that `job` finished `range`.
-    async fn finish_range(
-        &self,
-        job: &str,
-        range: ScanRange,
-        events: u64,
-    ) -> Result<(), StoreError>;
+    /// Records that `job` finished a range.
+    async fn finish_range(&self, job: &str, done: FinishedRange) -> Result<(), StoreError>;
 
     /// Forgets every checkpoint of `job`.
     async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError>;

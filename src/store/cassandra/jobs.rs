@@ -9,7 +9,8 @@ use crate::domain::projection::{COLUMN_SETS, Column};
 use crate::domain::{EventEnvelope, UserRow};
 use crate::store::schema::{cassandra_users_table, validate_table_name};
 use crate::store::{
-    EventStream, ProjectionStore, RowStream, ScanRange, StoreError, USERS_TABLE, split_token_ring,
+    EventStream, FinishedRange, ProjectionStore, RowStream, ScanRange, StoreError, USERS_TABLE,
+    split_token_ring,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -224,12 +225,8 @@ impl ProjectionStore for CassandraStore {
             .collect()
     }
 
-    async fn finish_range(
-        &self,
-        job: &str,
-        range: ScanRange,
-        events: u64,
-    ) -> Result<(), StoreError> {
+    async fn finish_range(&self, job: &str, done: FinishedRange) -> Result<(), StoreError> {
+        let FinishedRange { range, events } = done;
         let statements = self.table_statements(USERS_TABLE)?;
         self.session()
             .execute_unpaged(

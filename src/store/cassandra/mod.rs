@@ -36,10 +36,12 @@ use statements::Statements;
 
 pub use session::{nodes_up, open_session};
 
-use super::{Credentials, EventPage, Precondition, SearchKey, StoreError, UserStore};
+use super::{
+    CandidateQuery, Credentials, EventPage, GuessKey, Precondition, SearchKey, StoreError,
+    UserStore,
+};
 use crate::domain::events::EventEnvelope;
 use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
-use crate::domain::projection::Column;
 use crate::domain::user::UserRow;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -330,10 +332,10 @@ impl UserStore for CassandraStore {
 
     async fn reserve_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         now: DateTime<Utc>,
     ) -> Result<GuessDecision, StoreError> {
+        let GuessKey { email_key, client } = key;
         let now = now.timestamp_micros();
         let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
         // The address first: an address whose own budget is spent must not be able to
@@ -357,10 +359,10 @@ impl UserStore for CassandraStore {
 
     async fn settle_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         outcome: GuessOutcome,
     ) -> Result<(), StoreError> {
+        let GuessKey { email_key, client } = key;
         let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
         // An absent budget (expired) has nothing to settle: `Err` leaves it absent.
         let settle_client = |current: Option<Budget>| {
@@ -391,29 +393,31 @@ impl UserStore for CassandraStore {
 
     async fn search_candidates(
         &self,
-        field: Column,
-        terms: &[String],
-        after: Option<SearchKey>,
-        limit: usize,
+        query: &CandidateQuery<'_>,
     ) -> Result<Vec<(SearchKey, UserRow)>, StoreError> {
         let statement = self
             .statements
             .search
-            .get(&(field, terms.len()))
+            .get(&(query.field, query.terms.len()))
             .ok_or_else(|| {
-                internal(format!("no search by {field:?} with {} terms", terms.len()))
+                internal(format!(
+                    "no search by {:?} with {} terms",
+                    query.field,
+                    query.terms.len()
+                ))
             })?;
-        let mut values: BoundValues = terms
+        let mut values: BoundValues = query
+            .terms
             .iter()
             .map(|term| Some(CqlValue::Text(term.clone())))
             .collect();
         // From the cursor's token on, inclusive: another user of the same token (a
         // collision, vanishingly rare) is not skipped; those up to the cursor are.
         values.push(Some(CqlValue::BigInt(
-            after.map_or(i64::MIN, |key| key.token),
+            query.after.map_or(i64::MIN, |key| key.token),
         )));
         // One more for each user at the cursor's token, which is dropped below.
-        let fetch = limit.saturating_add(1);
+        let fetch = query.limit.saturating_add(1);
         values.push(Some(CqlValue::Int(
             i32::try_from(fetch).unwrap_or(i32::MAX),
         )));
@@ -430,12 +434,12 @@ impl UserStore for CassandraStore {
                 token,
                 user_id: row.user_id,
             };
-            if after.is_some_and(|after| key <= after) || !row.is_registered() {
+            if query.after.is_some_and(|after| key <= after) || !row.is_registered() {
                 continue;
             }
             found.push((key, row));
         }
-        found.truncate(limit);
+        found.truncate(query.limit);
         Ok(found)
     }
 

@@ -7,7 +7,9 @@ use crate::domain::events::EventEnvelope;
 use crate::domain::projection::Column;
 use crate::domain::user::UserRow;
 use crate::store::schema::{sqlite_terms_table, sqlite_users_table, validate_table_name};
-use crate::store::{EventStream, ProjectionStore, RowStream, ScanRange, StoreError, USERS_TABLE};
+use crate::store::{
+    EventStream, FinishedRange, ProjectionStore, RowStream, ScanRange, StoreError, USERS_TABLE,
+};
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::StreamExt;
@@ -260,12 +262,8 @@ impl ProjectionStore for EmbeddedStore {
             .await
     }
 
-    async fn finish_range(
-        &self,
-        job: &str,
-        range: ScanRange,
-        events: u64,
-    ) -> Result<(), StoreError> {
+    async fn finish_range(&self, job: &str, done: FinishedRange) -> Result<(), StoreError> {
+        let FinishedRange { range, events } = done;
         let job = job.to_owned();
         self.database.write(move |c| {
             c.prepare_cached(

@@ -13,10 +13,12 @@
 //! - `database_thread.rs`: the one writing connection and its group commit;
 //! - `checkpoint.rs`: the WAL checkpointer.
 
-use super::{Credentials, EventPage, Precondition, SearchKey, StoreError, UserStore};
+use super::{
+    CandidateQuery, Credentials, EventPage, GuessKey, Precondition, SearchKey, StoreError,
+    UserStore,
+};
 use crate::domain::events::{EventEnvelope, event_micros};
 use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
-use crate::domain::projection::Column;
 use crate::domain::user::UserRow;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -304,20 +306,18 @@ impl UserStore for EmbeddedStore {
 
     async fn search_candidates(
         &self,
-        field: Column,
-        terms: &[String],
-        after: Option<SearchKey>,
-        limit: usize,
+        query: &CandidateQuery<'_>,
     ) -> Result<Vec<(SearchKey, UserRow)>, StoreError> {
-        if field.search_source().is_none() || terms.is_empty() {
+        if query.field.search_source().is_none() || query.terms.is_empty() {
             return Err(StoreError::internal(format!(
-                "search by {field:?} with {} terms",
-                terms.len()
+                "search by {:?} with {} terms",
+                query.field,
+                query.terms.len()
             )));
         }
         // Driven by the first term's rows, which the primary key keeps in user order
         // (so `LIMIT` stops the walk early); each further term is one key lookup.
-        let further: String = (1..terms.len())
+        let further: String = (1..query.terms.len())
             .map(|i| {
                 format!(
                     " AND EXISTS (SELECT 1 FROM users_search_terms t{i} WHERE t{i}.field = ?1 \
@@ -337,15 +337,21 @@ impl UserStore for EmbeddedStore {
                 .join(", ")
         );
         let mut values: Vec<rusqlite::types::Value> = vec![
-            field.name().to_owned().into(),
-            terms[0].clone().into(),
-            after
+            query.field.name().to_owned().into(),
+            query.terms[0].clone().into(),
+            query
+                .after
                 .map(|key| key.user_id.to_string())
                 .unwrap_or_default()
                 .into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            i64::try_from(query.limit).unwrap_or(i64::MAX).into(),
         ];
-        values.extend(terms[1..].iter().cloned().map(rusqlite::types::Value::from));
+        values.extend(
+            query.terms[1..]
+                .iter()
+                .cloned()
+                .map(rusqlite::types::Value::from),
+        );
         self.with_reader(move |c| {
             let mut statement = c.prepare_cached(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
@@ -422,11 +428,10 @@ impl UserStore for EmbeddedStore {
 
     async fn reserve_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         now: DateTime<Utc>,
     ) -> Result<GuessDecision, StoreError> {
-        let (email_key, client) = (email_key.to_owned(), client.to_owned());
+        let (email_key, client) = (key.email_key.to_owned(), key.client.to_owned());
         let now = now.timestamp_micros();
         let sweep = self.login_sweep.due(now);
         // One write of the database thread: both budgets are read and reserved in one
@@ -463,11 +468,10 @@ impl UserStore for EmbeddedStore {
 
     async fn settle_guess(
         &self,
-        email_key: &str,
-        client: &str,
+        key: GuessKey<'_>,
         outcome: GuessOutcome,
     ) -> Result<(), StoreError> {
-        let (email_key, client) = (email_key.to_owned(), client.to_owned());
+        let (email_key, client) = (key.email_key.to_owned(), key.client.to_owned());
         self.database
             .write(move |tx| {
                 if let Some(budget) = read_budget(tx, &email_key, &client)? {
