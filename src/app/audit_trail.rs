@@ -45,8 +45,13 @@ pub struct AuditedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldView {
     /// The value the writer saw before (`null` when unset or not recorded).
+    #[schema(value_type = Option<String>)]
     pub from: Option<FieldValue>,
-    /// The value written.
+    /// The value written: text, or for `created_date` and `last_login_date` an RFC 3339
+    /// instant.
+    // One `string` in the schema: as a `oneOf` of text and date-time, every instant
+    // would match both branches, which `oneOf` forbids.
+    #[schema(value_type = String)]
     pub to: FieldValue,
     /// True when this write is the one the projection holds now; false when a later
     /// write overwrote it under last-write-wins.
@@ -54,7 +59,7 @@ pub struct FieldView {
 }
 
 /// A field's value: text, or an RFC 3339 instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum FieldValue {
     /// A name, an email, a status.

@@ -129,7 +129,7 @@ impl Modify for ProblemDetails {
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, crate::app::audit_trail::FieldValue, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth, &ProblemDetails),
 )]
 pub struct ApiDoc;
@@ -156,6 +156,47 @@ mod tests {
             "password" => json!("correct horse battery"),
             _ => json!("Jane"),
         }
+    }
+
+    /// Every `oneOf` whose branches are plain types, and every `$ref` reached through
+    /// one: returns the pairs of branches one value could satisfy at once.
+    fn ambiguous_one_ofs(node: &Value, at: &str, found: &mut Vec<String>) {
+        match node {
+            Value::Object(map) => {
+                if let Some(Value::Array(branches)) = map.get("oneOf") {
+                    let mut types: Vec<&Value> = branches
+                        .iter()
+                        .filter_map(|branch| branch.get("type"))
+                        .collect();
+                    let before = types.len();
+                    types.sort_by_key(|t| t.to_string());
+                    types.dedup();
+                    if types.len() != before {
+                        found.push(at.to_owned());
+                    }
+                }
+                for (key, child) in map {
+                    ambiguous_one_ofs(child, &format!("{at}/{key}"), found);
+                }
+            }
+            Value::Array(items) => {
+                for (index, child) in items.iter().enumerate() {
+                    ambiguous_one_ofs(child, &format!("{at}/{index}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A `oneOf` of two branches of the same type (say a text and a date-time string)
+    /// makes every value that fits both invalid, so schema checkers reject real
+    /// responses. Schemathesis found one in the history's field values.
+    #[test]
+    fn no_one_of_has_two_branches_of_the_same_type() {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        ambiguous_one_ofs(&document, "", &mut found);
+        assert_eq!(found, Vec::<String>::new());
     }
 
     /// The request bodies the document describes are the ones the parsers take: every
