@@ -96,6 +96,15 @@ pub struct StoreArgs {
         default_value = "2s"
     )]
     pub request_timeout: String,
+    /// How long an idempotent Cassandra statement waits for its coordinator before the
+    /// driver sends it to the next replica as well (speculative execution, at most two
+    /// more). Above the request timeout, it never fires.
+    #[arg(
+        long = "cassandra-speculative-delay",
+        env = "KILLRVIDEO_CASSANDRA_SPECULATIVE_DELAY",
+        default_value = "200ms"
+    )]
+    pub speculative_delay: String,
 }
 
 /// Which backend, with its settings.
@@ -231,6 +240,11 @@ impl StoreArgs {
                         &self.request_timeout,
                         "KILLRVIDEO_CASSANDRA_REQUEST_TIMEOUT",
                         "cassandra-request-timeout",
+                    )?,
+                    speculative_delay: parse_duration(
+                        &self.speculative_delay,
+                        "KILLRVIDEO_CASSANDRA_SPECULATIVE_DELAY",
+                        "cassandra-speculative-delay",
                     )?,
                 }))
             }

@@ -144,7 +144,7 @@ impl Application {
                 jwt: Arc::new(jwt),
                 clock: Arc::new(EventClock::new()),
                 passwords,
-                guess_gate: Arc::default(),
+                turns: Arc::default(),
                 trusted_proxies: Arc::default(),
             },
             limits: Limits::default(),

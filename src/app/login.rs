@@ -11,6 +11,7 @@
 //! Every refusal looks the same to the client (401 "Incorrect email or password"):
 //! unknown email, wrong password, locked account and spent budget alike.
 
+use super::turns::Turns;
 use crate::auth::password::{HashError, Passwords};
 use crate::clock::EventClock;
 use crate::domain::events::{Actor, EventEnvelope};
@@ -18,7 +19,6 @@ use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::registration::LoginAttempt;
 use crate::domain::{UserRow, decide};
 use crate::store::{GuessKey, Precondition, StoreError, UserStore};
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 /// Why a login was refused, for the logs and the metrics; the client is told none of it.
@@ -60,31 +60,6 @@ pub enum LoginError {
     Internal(String),
 }
 
-/// Serialises the reservations of one email key within this process. The store's
-/// reservation is atomic on its own (across instances too); this only keeps the
-/// guesses of one burst from contending for the same lightweight transaction, and
-/// it is a fixed set of locks, so a flood of distinct emails cannot grow it.
-pub struct GuessGate {
-    stripes: Vec<tokio::sync::Mutex<()>>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for GuessGate {
-    fn default() -> Self {
-        Self {
-            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
-    }
-}
-
-impl GuessGate {
-    fn stripe(&self, email_key: &str) -> &tokio::sync::Mutex<()> {
-        let hash = self.hasher.hash_one(email_key);
-        &self.stripes[(hash % self.stripes.len() as u64) as usize]
-    }
-}
-
 /// What a login needs.
 pub struct LoginContext<'a> {
     /// The store.
@@ -93,8 +68,10 @@ pub struct LoginContext<'a> {
     pub passwords: &'a Passwords,
     /// Source of the login event's id.
     pub clock: &'a EventClock,
-    /// In-process serialisation of reservations.
-    pub gate: &'a GuessGate,
+    /// One reservation per email at a time in this process: the store's reservation
+    /// is atomic on its own (across instances too); this keeps one burst of guesses from
+    /// contending for the same lightweight transaction.
+    pub turns: &'a Turns,
 }
 
 /// Logs `attempt` in from `client` (the caller's address); returns the user as stored
@@ -112,7 +89,7 @@ pub async fn login(
         client,
     };
     let decision = {
-        let _turn = context.gate.stripe(&email_key).lock().await;
+        let _turn = context.turns.take(&email_key).await;
         store.reserve_guess(key, chrono::Utc::now()).await?
     };
     if let GuessDecision::Throttled(wait) = decision {

@@ -8,7 +8,8 @@
 //! - [`profile`] — the PUT path's update, with the refetch;
 //! - [`register`] — creating an account;
 //! - [`roles`] — changing a role (`set-role`, and the moderators' assign and revoke);
-//! - [`search`] — the moderators' user search.
+//! - [`search`] — the moderators' user search;
+//! - [`turns`] — one request per key at a time within this process.
 
 pub mod audit_trail;
 pub mod jobs;
@@ -17,3 +18,4 @@ pub mod profile;
 pub mod register;
 pub mod roles;
 pub mod search;
+pub mod turns;

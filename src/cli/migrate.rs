@@ -18,8 +18,13 @@ pub async fn run(args: StoreArgs) -> Result<(), CliError> {
         StoreSettings::Cassandra(options) => {
             let report = migrate::migrate(&options).await.map_err(failed)?;
             println!(
-                "keyspace {}: applied {:?}, already applied {:?}",
-                options.keyspace, report.applied, report.already_applied
+                "keyspace {}: applied {:?}, already applied {:?}; schema {} agreed by the {} nodes up ({} known)",
+                options.keyspace,
+                report.applied,
+                report.already_applied,
+                report.schema_version,
+                report.nodes.up,
+                report.nodes.known
             );
         }
     }

@@ -13,7 +13,7 @@ pub mod openapi;
 pub mod representation;
 pub mod users;
 
-use crate::app::login::GuessGate;
+use crate::app::turns::Turns;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::clock::EventClock;
@@ -101,8 +101,9 @@ pub struct AppState {
     pub clock: Arc<EventClock>,
     /// argon2id hashing and the login decoy.
     pub passwords: Passwords,
-    /// Serialises one email's guess reservations within this process.
-    pub guess_gate: Arc<GuessGate>,
+    /// One lightweight transaction per key at a time within this process: an email's
+    /// guess reservation or claim, a user's version-checked write.
+    pub turns: Arc<Turns>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<client::TrustedProxies>,
 }

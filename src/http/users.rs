@@ -110,6 +110,7 @@ pub async fn register(
         state.store.as_ref(),
         &state.passwords,
         &state.clock,
+        &state.turns,
         &registration,
         request_id.0,
     )
@@ -151,7 +152,7 @@ pub async fn login(
         store: state.store.as_ref(),
         passwords: &state.passwords,
         clock: &state.clock,
-        gate: &state.guess_gate,
+        turns: &state.turns,
     };
     let row = app::login::login(&context, attempt, &client.0.to_string(), request_id.0)
         .await
@@ -232,6 +233,7 @@ pub async fn put_me(
     let row = app::profile::update_profile(
         state.store.as_ref(),
         &state.clock,
+        &state.turns,
         current.row,
         changes,
         precondition,

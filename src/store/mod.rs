@@ -156,13 +156,29 @@ impl StoreError {
 
 /// The storage port. Every method is one short round of I/O on the request path; none
 /// of them reads, modifies and rewrites the event log.
+/// How many database nodes a store sees: for `/readyz` and the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeCount {
+    /// Nodes the driver holds an open connection to.
+    pub up: usize,
+    /// Nodes the driver knows of, from the cluster's own metadata.
+    pub known: usize,
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     /// `embedded` or `cassandra`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
-    /// Answers when the database is reachable.
+    /// Answers when the database can serve a request: on Cassandra, a read at
+    /// `LOCAL_QUORUM` of a replicated table, which fails without a quorum of replicas.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The database nodes the store sees up, of those it knows; `None` for a store
+    /// without nodes (the embedded one).
+    fn nodes(&self) -> Option<NodeCount> {
+        None
+    }
 
     /// The users row as the request path reads it, registered or not: every cell with
     /// its write time, but not the search terms (which only the search and the jobs

@@ -6,9 +6,9 @@
 //! and a lease taken with a lightweight transaction lets one process apply at a time, so
 //! two coordinators never race to create the same table with different ids.
 
-use super::{CassandraOptions, classify, open_session};
-use crate::store::StoreError;
+use super::{CassandraOptions, LwtAnswer, classify, node_count, open_session, outcome_unknown};
 use crate::store::schema::validate_identifier;
+use crate::store::{NodeCount, StoreError};
 use scylla::client::session::Session;
 use scylla::statement::unprepared::Statement;
 use scylla::value::CqlValue;
@@ -138,6 +138,22 @@ pub struct MigrationReport {
     pub applied: Vec<i32>,
     /// Versions found already applied.
     pub already_applied: Vec<i32>,
+    /// The schema version every reachable node agreed on at the end.
+    pub schema_version: Uuid,
+    /// The nodes the session saw up, of those it knew, when they agreed.
+    pub nodes: NodeCount,
+}
+
+/// A bookkeeping table's id, the same in every `migrate` process: those two tables are
+/// created before the lease that serialises the rest, and two coordinators creating
+/// one table at the same moment would otherwise give it two ids, which Cassandra 5.0's
+/// schema merge does not reconcile (its data is then written under an id that other
+/// nodes do not know).
+fn bookkeeping_table_id(keyspace: &str, table: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("killrvideo-users/{keyspace}.{table}").as_bytes(),
+    )
 }
 
 /// Creates the keyspace and applies every pending migration.
@@ -163,13 +179,18 @@ pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, Stor
         &session,
         &format!(
             "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations \
-             (version int PRIMARY KEY, name text, applied_at timestamp)"
+             (version int PRIMARY KEY, name text, applied_at timestamp) WITH id = {}",
+            bookkeeping_table_id(ks, "schema_migrations")
         ),
     )
     .await?;
     run(
         &session,
-        &format!("CREATE TABLE IF NOT EXISTS {ks}.schema_migration_lease (name text PRIMARY KEY, owner uuid)"),
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.schema_migration_lease \
+             (name text PRIMARY KEY, owner uuid) WITH id = {}",
+            bookkeeping_table_id(ks, "schema_migration_lease")
+        ),
     )
     .await?;
 
@@ -177,8 +198,28 @@ pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, Stor
     acquire_lease(&session, ks, owner).await?;
     let outcome = apply_pending(&session, ks).await;
     release_lease(&session, ks, owner).await;
-    outcome
+    let mut report = outcome?;
+    // The driver waits for agreement after each schema change it makes, but not after
+    // a run that changed nothing, nor for changes another process made: success means
+    // every node the session reaches holds the same schema, so the service that starts
+    // next prepares its statements against tables every coordinator knows.
+    report.schema_version =
+        tokio::time::timeout(SCHEMA_AGREEMENT_TIMEOUT, session.await_schema_agreement())
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format!(
+                    "the nodes did not agree on the schema within {} s",
+                    SCHEMA_AGREEMENT_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|err| StoreError::unavailable(format!("schema agreement: {err}")))?;
+    report.nodes = node_count(&session);
+    Ok(report)
 }
+
+/// How long `migrate` waits for the nodes to agree on the schema at the end. Three
+/// nodes on two cores took about 5 s after a DDL (../shared/notes/cluster.md).
+const SCHEMA_AGREEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn acquire_lease(session: &Session, ks: &str, owner: Uuid) -> Result<(), StoreError> {
     let claim = format!(
@@ -186,14 +227,22 @@ async fn acquire_lease(session: &Session, ks: &str, owner: Uuid) -> Result<(), S
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_TTL_SECONDS as u64 + 10);
     loop {
-        let result = session
+        match session
             .query_unpaged(schema_statement(claim.as_str()), (owner,))
             .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(ddl_error)?;
-        let row: scylla::value::Row = rows.first_row().map_err(ddl_error)?;
-        if matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true)))) {
-            return Ok(());
+        {
+            Ok(result) => {
+                // A claim whose earlier attempt applied unseen finds our own name.
+                if LwtAnswer::read(result)?.applied_or_already("owner", &CqlValue::Uuid(owner)) {
+                    return Ok(());
+                }
+            }
+            // Several processes claiming at once contend in Paxos, and a round can time
+            // out with its outcome unknown: claiming again settles it.
+            Err(err) if outcome_unknown(&err) => {
+                tracing::info!(error = %err, "the migration lease claim timed out; claiming again");
+            }
+            Err(err) => return Err(classify(err)),
         }
         if tokio::time::Instant::now() > deadline {
             return Err(ddl_error(

@@ -34,7 +34,7 @@ use rows::{
 };
 use statements::Statements;
 
-pub use session::{nodes_up, open_session};
+pub use session::{node_count, open_session};
 
 use super::{
     CandidateQuery, Credentials, EventPage, GuessKey, Precondition, SearchKey, StoreError,
@@ -70,6 +70,8 @@ pub struct CassandraOptions {
     pub replication: String,
     /// Per-request deadline; a slower database is reported unavailable.
     pub request_timeout: Duration,
+    /// How long an idempotent statement waits before it is also sent to the next replica.
+    pub speculative_delay: Duration,
 }
 
 /// The Cassandra store.
@@ -153,16 +155,70 @@ pub(crate) fn qualify(keyspace: &str, cql: &str) -> String {
         .join(" ")
 }
 
-/// Reads the `[applied]` flag of an LWT result. Apache Cassandra returns only that
-/// column when the LWT applied and adds the current values when it did not (ScyllaDB
-/// always adds them), so the row is read untyped.
-fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {
-    let rows = result.into_rows_result().map_err(internal)?;
-    let row: Row = rows.first_row().map_err(internal)?;
-    match row.columns.first() {
-        Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
-        other => Err(internal(format!("unexpected LWT result column: {other:?}"))),
+/// What a lightweight transaction answered: whether it applied and, when it did not,
+/// the current values of the columns it checked. Apache Cassandra returns only the
+/// `[applied]` column when the LWT applied and adds the current values when it did not
+/// (ScyllaDB always adds them), so the row is read untyped, by column name.
+pub(super) struct LwtAnswer {
+    applied: bool,
+    current: HashMap<String, CqlValue>,
+}
+
+impl LwtAnswer {
+    fn read(result: QueryResult) -> Result<Self, StoreError> {
+        let rows = result.into_rows_result().map_err(internal)?;
+        let names: Vec<String> = rows
+            .column_specs()
+            .iter()
+            .map(|spec| spec.name().to_owned())
+            .collect();
+        let row: Row = rows.first_row().map_err(internal)?;
+        let mut current = HashMap::new();
+        let mut applied = None;
+        for (name, value) in names.into_iter().zip(row.columns) {
+            match (name.as_str(), value) {
+                ("[applied]", Some(CqlValue::Boolean(flag))) => applied = Some(flag),
+                (_, Some(value)) => {
+                    current.insert(name, value);
+                }
+                (_, None) => {}
+            }
+        }
+        let applied =
+            applied.ok_or_else(|| internal("an LWT result without its [applied] column"))?;
+        Ok(Self { applied, current })
     }
+
+    /// The current value of a checked column, when the LWT did not apply.
+    fn current(&self, column: &str) -> Option<&CqlValue> {
+        self.current.get(column)
+    }
+
+    /// Whether the LWT applied, or did not because the row already holds our own write:
+    /// what a resent LWT finds when its first attempt applied after all.
+    fn applied_or_already(&self, column: &str, ours: &CqlValue) -> bool {
+        self.applied || self.current(column) == Some(ours)
+    }
+}
+
+fn lwt_applied(result: QueryResult) -> Result<bool, StoreError> {
+    Ok(LwtAnswer::read(result)?.applied)
+}
+
+/// Whether a failed statement may still have applied: the coordinator gave up waiting
+/// for replicas (`WriteTimeout`, for an LWT in its Paxos or its commit phase), or no
+/// answer came at all (the request timed out in the driver, or its connection broke),
+/// so the coordinator may still be holding it, as a paused node does until it resumes.
+pub(super) fn outcome_unknown(err: &ExecutionError) -> bool {
+    use scylla::errors::DbError;
+    matches!(
+        err,
+        ExecutionError::RequestTimeout(_)
+            | ExecutionError::LastAttemptError(
+                RequestAttemptError::BrokenConnectionError(_)
+                    | RequestAttemptError::DbError(DbError::WriteTimeout { .. }, _)
+            )
+    )
 }
 
 impl CassandraStore {
@@ -196,6 +252,12 @@ impl CassandraStore {
         statements: Vec<(&PreparedStatement, BoundValues)>,
     ) -> Result<(), StoreError> {
         let mut batch = Batch::new(kind);
+        // Every write of the request path and the jobs carries its event's timestamp
+        // and fixed values (the event id is minted once, before the first attempt), so
+        // sending a batch twice writes the same cells at the same write times: the
+        // driver may retry it, or race it on another coordinator (speculative
+        // execution, `session.rs`), without changing the outcome.
+        batch.set_is_idempotent(true);
         let mut values = Vec::with_capacity(statements.len());
         for (statement, bound) in statements {
             batch.append_statement(statement.clone());
@@ -264,6 +326,10 @@ impl UserStore for CassandraStore {
         Ok(())
     }
 
+    fn nodes(&self) -> Option<crate::store::NodeCount> {
+        Some(node_count(&self.session()))
+    }
+
     async fn raw_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         let result = self
             .session()
@@ -300,20 +366,33 @@ impl UserStore for CassandraStore {
         credentials: &Credentials,
         registered: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        let claim = self
+        let values = (
+            &credentials.email_key,
+            &credentials.password_hash,
+            credentials.user_id,
+            credentials.account_locked,
+        );
+        let claimed = match self
             .session()
-            .execute_unpaged(
-                &self.statements.claim_credentials,
-                (
-                    &credentials.email_key,
-                    &credentials.password_hash,
-                    credentials.user_id,
-                    credentials.account_locked,
-                ),
-            )
+            .execute_unpaged(&self.statements.claim_credentials, values)
             .await
-            .map_err(classify)?;
-        if !lwt_applied(claim)? {
+        {
+            Ok(answer) => LwtAnswer::read(answer)?.applied,
+            // Unknown whether the claim applied, and a stalled coordinator may still
+            // apply it later. Sending the same claim again settles it either way: it
+            // cannot apply twice, and it finds our own user id if the first did apply.
+            Err(err) if outcome_unknown(&err) => {
+                let answer = self
+                    .session()
+                    .execute_unpaged(&self.statements.claim_credentials_again, values)
+                    .await
+                    .map_err(classify)?;
+                LwtAnswer::read(answer)?
+                    .applied_or_already("userid", &CqlValue::Uuid(credentials.user_id))
+            }
+            Err(err) => return Err(classify(err)),
+        };
+        if !claimed {
             return Err(StoreError::Conflict("email already registered".into()));
         }
         self.append_plain(registered).await

@@ -16,8 +16,13 @@ pub(super) struct Statements {
     pub(super) select_user: PreparedStatement,
     pub(super) select_credentials: PreparedStatement,
     pub(super) claim_credentials: PreparedStatement,
+    /// The same claim, marked idempotent: sent again when the first one's outcome is
+    /// unknown, which its condition makes safe (it cannot apply twice).
+    pub(super) claim_credentials_again: PreparedStatement,
     pub(super) insert_event: PreparedStatement,
     pub(super) append_event_if_head: PreparedStatement,
+    /// The same version-checked append, marked idempotent, for the same reason.
+    pub(super) append_event_if_head_again: PreparedStatement,
     /// One `UPDATE users USING TIMESTAMP ...` per column set the projection can produce.
     pub(super) project: HashMap<Vec<Column>, PreparedStatement>,
     pub(super) select_events_newest: PreparedStatement,
@@ -68,6 +73,17 @@ impl Statements {
             statement.set_use_cached_result_metadata(true);
             Ok::<_, StoreError>(statement)
         };
+        // The statement a lightweight transaction is sent with again when its first
+        // attempt's outcome is unknown: its condition makes a second round harmless, so
+        // this one may be retried and raced on another coordinator like any idempotent
+        // statement. The first attempt never is: a duplicate round racing the first
+        // can complete it under a later ballot, after its writer has read it back
+        // (docs/consistency.md, "Retries and idempotence").
+        let resend = |statement: &PreparedStatement| {
+            let mut again = statement.clone();
+            again.set_is_idempotent(true);
+            again
+        };
         let mut project = HashMap::new();
         for columns in COLUMN_SETS {
             // Writes with an explicit timestamp are idempotent: a retry rewrites the same
@@ -91,32 +107,39 @@ impl Statements {
                 );
             }
         }
+        let claim_credentials = prepare(
+            "INSERT INTO user_credentials (email, password, userid, account_locked) \
+             VALUES (?, ?, ?, ?) IF NOT EXISTS"
+                .into(),
+            false,
+        )
+        .await?;
+        let append_event_if_head = prepare(
+            "UPDATE user_events SET event_type = ?, schema_version = ?, payload = ?, actor = ?, \
+             request_id = ?, head = ? WHERE userid = ? AND event_id = ? IF head = ?"
+                .into(),
+            false,
+        )
+        .await?;
         Ok(Self {
-            ping: prepare_read("SELECT release_version FROM system.local WHERE key = 'local'".into()).await?,
+            // A row of a replicated table at LOCAL_QUORUM: it answers only when a
+            // quorum of replicas does, which `system.local` (the coordinator's own
+            // table) would not tell.
+            ping: prepare_read("SELECT name FROM schema_migrations WHERE version = 1".into()).await?,
             select_user: prepare_read(format!("SELECT {USER_CELLS} FROM users WHERE userid = ?")).await?,
             select_credentials: prepare_read(
                 "SELECT password, userid, account_locked FROM user_credentials WHERE email = ?".into(),
             )
             .await?,
-            claim_credentials: prepare(
-                "INSERT INTO user_credentials (email, password, userid, account_locked) \
-                 VALUES (?, ?, ?, ?) IF NOT EXISTS"
-                    .into(),
-                false,
-            )
-            .await?,
+            claim_credentials_again: resend(&claim_credentials),
+            claim_credentials,
             insert_event: prepare(
                 format!("INSERT INTO user_events ({EVENT_INSERT_COLUMNS}, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"),
                 true,
             )
             .await?,
-            append_event_if_head: prepare(
-                "UPDATE user_events SET event_type = ?, schema_version = ?, payload = ?, actor = ?, \
-                 request_id = ?, head = ? WHERE userid = ? AND event_id = ? IF head = ?"
-                    .into(),
-                false,
-            )
-            .await?,
+            append_event_if_head_again: resend(&append_event_if_head),
+            append_event_if_head,
             project,
             select_events_newest: prepare_read(
                 format!("SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ? LIMIT ?"),

@@ -3,12 +3,11 @@
 //! follows every Paxos round (docs/consistency.md).
 
 use super::rows::{EventRow, projection_writes};
-use super::{CassandraStore, classify, internal, lwt_applied};
+use super::{CassandraStore, LwtAnswer, classify, internal, outcome_unknown};
 use crate::domain::events::EventEnvelope;
 use crate::store::StoreError;
 use crate::store::codec::StoredEvent;
-use scylla::errors::{ExecutionError, RequestAttemptError};
-use scylla::value::CqlTimeuuid;
+use scylla::value::{CqlTimeuuid, CqlValue};
 use uuid::Uuid;
 
 impl CassandraStore {
@@ -24,27 +23,43 @@ impl CassandraStore {
         expected: Uuid,
     ) -> Result<(), StoreError> {
         let stored = StoredEvent::from(envelope);
-        let outcome = self
+        let values = (
+            stored.event_type.as_str(),
+            stored.schema_version,
+            stored.payload.as_str(),
+            stored.actor.as_str(),
+            stored.request_id.as_deref(),
+            CqlTimeuuid::from(envelope.event_id),
+            envelope.user_id,
+            CqlTimeuuid::from(envelope.event_id),
+            CqlTimeuuid::from(expected),
+        );
+        let ours = CqlValue::Timeuuid(CqlTimeuuid::from(envelope.event_id));
+        let applied = match self
             .session()
-            .execute_unpaged(
-                &self.statements.append_event_if_head,
-                (
-                    stored.event_type.as_str(),
-                    stored.schema_version,
-                    stored.payload.as_str(),
-                    stored.actor.as_str(),
-                    stored.request_id.as_deref(),
-                    CqlTimeuuid::from(envelope.event_id),
-                    envelope.user_id,
-                    CqlTimeuuid::from(envelope.event_id),
-                    CqlTimeuuid::from(expected),
-                ),
-            )
-            .await;
-        let applied = match outcome {
-            Ok(result) => lwt_applied(result)?,
-            // The LWT timed out with its outcome unknown: a SERIAL read settles it.
-            Err(err) if is_cas_timeout(&err) => self.event_exists_serial(envelope).await?,
+            .execute_unpaged(&self.statements.append_event_if_head, values)
+            .await
+        {
+            // A round that found our proposal accepted but uncommitted commits it and
+            // then reports its own condition failed: `head` is then our event.
+            Ok(answer) => LwtAnswer::read(answer)?.applied_or_already("head", &ours),
+            // Unknown whether it applied, and a stalled coordinator may still apply it
+            // later. Sending it again settles both: a second round cannot apply it
+            // twice, and once any round has moved `head` past `expected`, a late first
+            // attempt cannot apply either.
+            Err(err) if outcome_unknown(&err) => {
+                let answer = self
+                    .session()
+                    .execute_unpaged(&self.statements.append_event_if_head_again, values)
+                    .await
+                    .map_err(classify)?;
+                let answer = LwtAnswer::read(answer)?;
+                // Not applied, with `head` another event: either the first attempt
+                // applied and a later write followed it, or it never applied. Our
+                // event's row tells which.
+                answer.applied_or_already("head", &ours)
+                    || self.event_exists_serial(envelope).await?
+            }
             Err(err) => return Err(classify(err)),
         };
         // Applied or not, the round may have completed another writer's unfinished
@@ -136,19 +151,4 @@ impl CassandraStore {
         }
         Ok((events, head))
     }
-}
-
-/// An LWT that timed out in its Paxos phase: applied or not, nobody knows yet.
-pub(super) fn is_cas_timeout(err: &ExecutionError) -> bool {
-    use scylla::errors::{DbError, WriteType};
-    matches!(
-        err,
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::WriteTimeout {
-                write_type: WriteType::Cas,
-                ..
-            },
-            _
-        ))
-    )
 }
