@@ -74,6 +74,7 @@ pub fn cassandra_options(keyspace: &str, request_timeout: Duration) -> Cassandra
         local_dc: None,
         replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
         request_timeout,
+        speculative_delay: Duration::from_millis(200),
     }
 }
 
@@ -133,6 +134,9 @@ pub struct TestApp {
     pub passwords: killrvideo_users::auth::password::Passwords,
     /// The `/metrics` URL, when served.
     pub metrics: Option<String>,
+    /// How the store reaches Cassandra, when not the default test server (the cluster
+    /// tests): the CLI is pointed at the same nodes.
+    pub cassandra: Option<CassandraOptions>,
     _data_dir: Option<tempfile::TempDir>,
 }
 
@@ -240,6 +244,23 @@ pub async fn spawn_instance_beside(app: &TestApp) -> TestApp {
     spawn_over_with(Some(store), &app.keyspace, AppOptions::default()).await
 }
 
+/// A server over a Cassandra reached with these options (an already migrated keyspace),
+/// with these limits: the cluster tests.
+#[allow(dead_code)] // tests/cluster.rs
+pub async fn spawn_over_cassandra(
+    options: &CassandraOptions,
+    limits: killrvideo_users::http::Limits,
+) -> TestApp {
+    let store = CassandraStore::connect(options).await.expect("connect");
+    let app_options = AppOptions {
+        limits: Some(limits),
+        ..AppOptions::default()
+    };
+    let mut app = spawn_over_with(Some(store), &options.keyspace, app_options).await;
+    app.cassandra = Some(options.clone());
+    app
+}
+
 async fn spawn_over(cassandra: Option<CassandraStore>, keyspace: &str) -> TestApp {
     spawn_over_with(cassandra, keyspace, AppOptions::default()).await
 }
@@ -303,6 +324,7 @@ async fn spawn_over_with(
         jwt: JwtKeys::new(JWT_SECRET, Duration::from_secs(1800)),
         passwords,
         metrics,
+        cassandra: None,
         _data_dir: data_dir,
     }
 }
@@ -490,13 +512,20 @@ impl TestApp {
                 command.env("KILLRVIDEO_DATA_DIR", dir);
             }
             Raw::Cassandra(_) => {
+                let contact_points = self
+                    .cassandra
+                    .as_ref()
+                    .map_or_else(cassandra_contact_points, |o| o.contact_points.clone());
                 command
                     .env("KILLRVIDEO_STORE", "cassandra")
                     .env("KILLRVIDEO_CASSANDRA_KEYSPACE", &self.keyspace)
                     .env(
                         "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
-                        cassandra_contact_points().join(","),
+                        contact_points.join(","),
                     );
+                if let Some(dc) = self.cassandra.as_ref().and_then(|o| o.local_dc.as_ref()) {
+                    command.env("KILLRVIDEO_CASSANDRA_LOCAL_DC", dc);
+                }
             }
         }
         command.output().expect("run killrvideo-users")
