@@ -33,7 +33,10 @@ runs = {name: run for name, run in runs.items() if name not in rounds}
 order = ["embedded-put-c32", "embedded-normal-put-c32", "embedded-put-half-peak", "embedded-mixed-contended", "embedded-floor-c32",
          "embedded-floor-half-peak",
          "cassandra-put-c32", "cassandra-put-half-peak", "cassandra-mixed-contended", "cassandra-floor-c32",
-         "cassandra-floor-half-peak", "embedded-search", "cassandra-search"]
+         "cassandra-floor-half-peak",
+         "cluster-put-c32", "cluster-put-half-peak", "cluster-mixed-contended", "cluster-floor-c32",
+         "cluster-floor-half-peak", "embedded-search", "cassandra-search"]
+BACKENDS = ("embedded", "cassandra", "cluster")
 order = [name for name in order if name in runs]
 
 lines = []
@@ -43,7 +46,9 @@ memory = sh("free -g | awk '/Mem:/{print $2}'")
 lines.append(f"- CPU: {sh('nproc')} cores, {cpu_model}")
 lines.append(f"- Memory: {memory} GiB; kernel {platform.release()}")
 lines.append(f"- {sh('rustc --version')}; Java: {sh('java -version 2>&1 | head -1')}")
-lines.append("- Apache Cassandra 5.0.8 (scripts/cassandra, 1 GiB heap) on the same machine as the service and the load generator")
+lines.append("- Apache Cassandra 5.0.8 (scripts/cassandra, 1 GiB heap) on the same machine as the service and the load generator; "
+             "`cluster` rows: the 3-node cluster of `scripts/cassandra cluster` (768 MiB heap per node, 16 tokens each) on the "
+             "same machine, keyspace at NetworkTopologyStrategy dc1=3, three contact points; both Cassandras run throughout")
 lines.append(f"- Reproduce: `{command}` (this page's generated part and the plot are rewritten)\n")
 
 lines.append("## Results\n")
@@ -73,7 +78,7 @@ if rounds:
     lines.append("Rounds (service and floor alternate; the table shows each side's median round):\n")
     lines.append("| backend | round | service PUT/s | floor PUT/s | service / floor |")
     lines.append("|---|---|---|---|---|")
-    for backend in ("embedded", "cassandra"):
+    for backend in BACKENDS:
         for n in range(1, 10):
             service_round, floor_round = rounds.get(f"{backend}-put-c32-r{n}"), rounds.get(f"{backend}-floor-c32-r{n}")
             if service_round and floor_round:
@@ -81,7 +86,7 @@ if rounds:
                              f"{service_round['throughput_rps'] / floor_round['throughput_rps']:.0%} |")
     lines.append("")
     half_rounds = [(backend, n, rounds.get(f"{backend}-put-half-peak-r{n}"), rounds.get(f"{backend}-floor-half-peak-r{n}"))
-                   for backend in ("embedded", "cassandra") for n in range(1, 10)]
+                   for backend in BACKENDS for n in range(1, 10)]
     half_rounds = [row for row in half_rounds if row[2] and row[3]]
     if half_rounds:
         lines.append("Half-peak rounds (service and floor alternate at the same arrival rate; the table above "
@@ -130,8 +135,31 @@ if searches:
                      f"{run['latency_ms']['p50']:.2f} | {run['latency_ms']['p99']:.2f} |")
     lines.append("")
 
+cluster, cluster_floor = runs.get("cluster-put-c32"), runs.get("cluster-floor-c32")
+cluster_half = runs.get("cluster-put-half-peak")
+if cluster and service:
+    lines.append("## One node at RF 1 against three at RF 3\n")
+    lines.append("The same PUT load against the service on the single node (`cassandra`, RF 1) and on the cluster "
+                 "(`cluster`, RF 3, every write to three replicas, acknowledged by two), on the same 2 cores:\n")
+    lines.append("| measure | single node, RF 1 | cluster, RF 3 | cluster / single |")
+    lines.append("|---|---|---|---|")
+    lines.append(f"| service PUT/s, 32 clients | {service['throughput_rps']:.0f} | {cluster['throughput_rps']:.0f} | "
+                 f"{cluster['throughput_rps'] / service['throughput_rps']:.0%} |")
+    lines.append(f"| service p99 ms, 32 clients | {service['latency_ms']['p99']:.1f} | {cluster['latency_ms']['p99']:.1f} | "
+                 f"{cluster['latency_ms']['p99'] / service['latency_ms']['p99']:.1f}x |")
+    if half and cluster_half:
+        lines.append(f"| service p99 ms at half its own peak | {half['latency_ms']['p99']:.1f} ({half['rate']}/s) | "
+                     f"{cluster_half['latency_ms']['p99']:.1f} ({cluster_half['rate']}/s) | "
+                     f"{cluster_half['latency_ms']['p99'] / half['latency_ms']['p99']:.1f}x |")
+    if floor and cluster_floor:
+        lines.append(f"| driver floor PUT/s, 32 in flight | {floor['throughput_rps']:.0f} | {cluster_floor['throughput_rps']:.0f} | "
+                     f"{cluster_floor['throughput_rps'] / floor['throughput_rps']:.0%} |")
+        lines.append(f"| service / floor | {service['throughput_rps'] / floor['throughput_rps']:.0%} | "
+                     f"{cluster['throughput_rps'] / cluster_floor['throughput_rps']:.0%} | |")
+    lines.append("")
+
 rebuilds = []
-for backend in ["embedded", "cassandra"]:
+for backend in BACKENDS:
     path = os.path.join(results_dir, f"rebuild-{backend}.txt")
     if os.path.exists(path):
         text = open(path).read()
