@@ -75,5 +75,44 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, domain_path, jwt);
+/// What sealing costs per event: a `ProfileUpdated` with both names (four values: two
+/// `from`, two `to`) sealed and opened with the user's data key, and one data key
+/// unwrapped (a cache miss).
+fn sealing(c: &mut Criterion) {
+    use killrvideo_users::store::sealing::{DataKey, Kek, KeyRing};
+    let key = DataKey::random();
+    let event = Uuid::now_v1(&[1; 6]);
+    let values = [
+        ("firstname.from", "Jane"),
+        ("firstname.to", "Janet"),
+        ("lastname.from", "Smith"),
+        ("lastname.to", "Smith-Jones"),
+    ];
+    c.bench_function("sealing: seal a ProfileUpdated (4 values)", |b| {
+        b.iter(|| {
+            for (field, plain) in values {
+                black_box(key.seal(event, field, black_box(plain)));
+            }
+        })
+    });
+    let sealed: Vec<(&str, String)> = values
+        .iter()
+        .map(|(field, plain)| (*field, key.seal(event, field, plain)))
+        .collect();
+    c.bench_function("sealing: open a ProfileUpdated (4 values)", |b| {
+        b.iter(|| {
+            for (field, value) in &sealed {
+                black_box(key.open(event, field, black_box(value)).unwrap());
+            }
+        })
+    });
+    let ring = KeyRing::new(Kek::random(), vec![]);
+    let user = Uuid::new_v4();
+    let (_, wrapped) = ring.new_data_key(user);
+    c.bench_function("sealing: unwrap a data key", |b| {
+        b.iter(|| black_box(ring.unwrap(user, black_box(&wrapped)).unwrap()))
+    });
+}
+
+criterion_group!(benches, domain_path, jwt, sealing);
 criterion_main!(benches);
