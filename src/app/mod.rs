@@ -12,6 +12,7 @@
 //! - [`turns`] — one request per key at a time within this process.
 
 pub mod audit_trail;
+pub mod export;
 pub mod jobs;
 pub mod login;
 pub mod profile;

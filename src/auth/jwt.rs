@@ -53,6 +53,18 @@ struct VerifiedToken {
     user_id: Uuid,
     /// `exp`, seconds since the epoch.
     expires: i64,
+    /// `iat`, seconds since the epoch, when the token has one.
+    issued_at: Option<i64>,
+}
+
+/// Who a verified token names, and when it was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSession {
+    /// The user id (`sub`).
+    pub user_id: Uuid,
+    /// `iat`, seconds since the epoch; `None` for tokens minted without one (other
+    /// backends' tokens may lack it), which are never "fresh".
+    pub issued_at: Option<i64>,
 }
 
 /// Verified tokens remembered at once. A client sends the same token on every request
@@ -111,24 +123,34 @@ impl JwtKeys {
     /// the whole token, signature included, and the secret does not change while the
     /// process runs.
     pub fn verify(&self, token: &str) -> Result<Uuid, TokenError> {
+        self.verify_session(token).map(|session| session.user_id)
+    }
+
+    /// [`JwtKeys::verify`], also returning when the token was issued: how recently the
+    /// user logged in, for the requests that ask for a fresh login.
+    pub fn verify_session(&self, token: &str) -> Result<TokenSession, TokenError> {
         let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
         self.verify_at(token, now)
     }
 
     /// [`JwtKeys::verify`] with a remembered token's expiry judged at `now` (seconds
     /// since the epoch); a token not yet remembered is checked at the real time.
-    fn verify_at(&self, token: &str, now: i64) -> Result<Uuid, TokenError> {
+    fn verify_at(&self, token: &str, now: i64) -> Result<TokenSession, TokenError> {
+        let session = |known: VerifiedToken| TokenSession {
+            user_id: known.user_id,
+            issued_at: known.issued_at,
+        };
         if let Some(known) = self.verified.get(token) {
             return if self.expired(known.expires, now) {
                 self.verified.remove(token);
                 Err(TokenError::Expired)
             } else {
-                Ok(known.user_id)
+                Ok(session(known))
             };
         }
         let known = self.verify_signature_and_claims(token)?;
         self.verified.insert(token.into(), known);
-        Ok(known.user_id)
+        Ok(session(known))
     }
 
     /// Past `exp` by more than the leeway, as `jsonwebtoken` judges it.
@@ -140,12 +162,13 @@ impl JwtKeys {
     /// The full check: signature, algorithm, `exp`, `nbf` and the subject.
     fn verify_signature_and_claims(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        // Only the subject and the expiry are read: the roles are never trusted, so they
+        // Only the subject and the times are read: the roles are never trusted, so they
         // are not even parsed.
         #[derive(Deserialize)]
         struct Subject {
             sub: String,
             exp: i64,
+            iat: Option<i64>,
         }
         let data = jsonwebtoken::decode::<Subject>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
@@ -157,6 +180,7 @@ impl JwtKeys {
         Ok(VerifiedToken {
             user_id,
             expires: data.claims.exp,
+            issued_at: data.claims.iat,
         })
     }
 }
@@ -229,7 +253,7 @@ mod tests {
         let (keys, user, token) = remembered_token(now);
         let exp = now.timestamp() + 60;
         // Within the leeway it is still good; past it, refused.
-        assert_eq!(keys.verify_at(&token, exp + 5), Ok(user));
+        assert_eq!(keys.verify_at(&token, exp + 5).map(|s| s.user_id), Ok(user));
         assert_eq!(keys.verify_at(&token, exp + 6), Err(TokenError::Expired));
         assert!(keys.verified.get(token.as_str()).is_none());
     }

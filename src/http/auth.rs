@@ -16,6 +16,8 @@ pub struct CurrentUser {
     pub row: UserRow,
     /// The role from that row (never from the token).
     pub role: Role,
+    /// When the token was issued (`iat`, seconds since the epoch), if it says.
+    pub token_issued_at: Option<i64>,
 }
 
 fn unauthorized(detail: &str, invalid_token: bool) -> ApiError {
@@ -65,7 +67,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                     false,
                 )
             })?;
-        let user_id = state.jwt.verify(token).map_err(|err| match err {
+        let session = state.jwt.verify_session(token).map_err(|err| match err {
             TokenError::Expired => unauthorized("The token has expired", true),
             TokenError::BadSubject | TokenError::Invalid => {
                 unauthorized("The token is invalid", true)
@@ -75,7 +77,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         // 401, so that the client logs in again, rather than KillrVideo's 404.
         let row = state
             .store
-            .find_user(user_id)
+            .find_user(session.user_id)
             .await?
             .ok_or_else(|| unauthorized("The token's user does not exist", true))?;
         let role = row
@@ -84,6 +86,10 @@ impl FromRequestParts<AppState> for CurrentUser {
             .ok_or_else(|| {
                 ApiError::Forbidden("This account's status does not allow this action".into())
             })?;
-        Ok(CurrentUser { row, role })
+        Ok(CurrentUser {
+            row,
+            role,
+            token_issued_at: session.issued_at,
+        })
     }
 }

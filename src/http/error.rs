@@ -45,6 +45,13 @@ pub enum ApiError {
         /// Whether a token was presented and refused (`error="invalid_token"`).
         invalid_token: bool,
     },
+    /// 401: a valid token, but from a login longer ago than `max_age` seconds, for a
+    /// request that asks for a recent one (RFC 9470's step-up challenge).
+    #[error("This request needs a login within the last {max_age} seconds: log in again")]
+    LoginTooOld {
+        /// The most a login may be old, in seconds.
+        max_age: u64,
+    },
     /// 403: authenticated, but the account's role does not allow this.
     #[error("{0}")]
     Forbidden(String),
@@ -118,7 +125,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::LoginTooOld { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -141,6 +150,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "urn:killrvideo:problem:bad-request",
             ApiError::Unauthorized { .. } => "urn:killrvideo:problem:unauthenticated",
+            ApiError::LoginTooOld { .. } => "urn:killrvideo:problem:login-too-old",
             ApiError::Forbidden(_) => "urn:killrvideo:problem:forbidden",
             ApiError::NotFound(_) => "urn:killrvideo:problem:not-found",
             ApiError::MethodNotAllowed => "urn:killrvideo:problem:method-not-allowed",
@@ -248,6 +258,15 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
                 );
+            }
+            ApiError::LoginTooOld { max_age } => {
+                let challenge = format!(
+                    r#"Bearer realm="killrvideo", error="insufficient_user_authentication", error_description="log in again", max_age={max_age}"#
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+                body.insert("max_age".into(), json!(max_age));
             }
             ApiError::PreconditionFailed { etag, current } => {
                 if let Ok(value) = HeaderValue::from_str(&etag) {

@@ -5,6 +5,7 @@ pub mod audit_trail;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod health;
 pub mod middleware;
@@ -141,6 +142,7 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
         .route("/login", post(users::login))
         .route("/me", get(users::get_me).put(users::put_me))
         .route("/me/history", get(audit_trail::my_history))
+        .route("/me/export", get(export::export_me))
         .route("/{user_id}", get(users::get_user))
         .route("/{user_id}/history", get(audit_trail::user_history));
     let moderation = Router::new()

@@ -122,6 +122,7 @@ impl Modify for ProblemDetails {
         super::users::put_me,
         super::users::get_user,
         super::audit_trail::my_history,
+        super::export::export_me,
         super::audit_trail::user_history,
         super::moderation::search_users,
         super::moderation::assign_moderator,
@@ -129,7 +130,7 @@ impl Modify for ProblemDetails {
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, super::export::ExportResponse, super::export::HeldCredentials, super::export::HeldLoginBudget, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
     modifiers(&BearerAuth, &ProblemDetails),
 )]
 pub struct ApiDoc;

@@ -18,6 +18,7 @@ pub mod cassandra;
 pub mod codec;
 pub mod embedded;
 pub mod schema;
+pub mod sealing;
 
 use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::projection::Column;
@@ -247,6 +248,10 @@ pub trait UserStore: Send + Sync + 'static {
         outcome: GuessOutcome,
     ) -> Result<(), StoreError>;
 
+    /// Every guess budget held for `email_key`, in scope order (`*` for the account,
+    /// else a client address), spent or not: what the data export lists.
+    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError>;
+
     /// The candidates of a search ([`CandidateQuery`]), in [`SearchKey`] order, read
     /// through an index (never a scan of the table). Rows are as the request path
     /// reads them, registered users only.
@@ -269,6 +274,15 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Gives the lease back, if `owner` still holds it.
     async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
+}
+
+/// A guess budget as the store holds it, with its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBudget {
+    /// `*` (every address) or the client address it counts.
+    pub scope: String,
+    /// The budget.
+    pub budget: crate::domain::login::Budget,
 }
 
 /// Whose guess budgets a login attempt uses: the email key's, for all addresses and

@@ -7,6 +7,7 @@ mod auth;
 mod concurrency;
 mod contract;
 mod cors;
+mod export;
 mod foundation;
 mod hardening;
 mod history;

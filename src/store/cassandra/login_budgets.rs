@@ -49,6 +49,33 @@ impl CassandraStore {
         Ok((client_budget, account_budget))
     }
 
+    /// Every budget of an email key, in scope order (the clustering order).
+    pub(super) async fn read_all_budgets(
+        &self,
+        email_key: &str,
+    ) -> Result<Vec<crate::store::HeldBudget>, StoreError> {
+        let result = self
+            .session()
+            .execute_unpaged(&self.statements.select_all_budgets, (email_key,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        rows.rows::<(String, i32, Option<i32>, i64)>()
+            .map_err(internal)?
+            .map(|row| {
+                let (scope, used, pending, window_start) = row.map_err(internal)?;
+                Ok(crate::store::HeldBudget {
+                    scope,
+                    budget: Budget {
+                        used: u32::try_from(used).unwrap_or(0),
+                        pending: u32::try_from(pending.unwrap_or(0)).unwrap_or(0),
+                        window_start,
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// Applies `change` to one guess budget with a lightweight transaction that checks
     /// the budget is still `current`; a lost round retries with the values that won.
     /// `change` returning `Err` leaves the budget as it is, and that is the answer.

@@ -37,8 +37,8 @@ use statements::Statements;
 pub use session::{node_count, open_session};
 
 use super::{
-    CandidateQuery, Credentials, EventPage, GuessKey, Precondition, SearchKey, StoreError,
-    UserStore,
+    CandidateQuery, Credentials, EventPage, GuessKey, HeldBudget, Precondition, SearchKey,
+    StoreError, UserStore,
 };
 use crate::domain::events::EventEnvelope;
 use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
@@ -407,6 +407,10 @@ impl UserStore for CassandraStore {
             Precondition::None => self.append_plain(envelope).await,
             Precondition::LatestEvent(expected) => self.append_if_latest(envelope, expected).await,
         }
+    }
+
+    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError> {
+        self.read_all_budgets(email_key).await
     }
 
     async fn reserve_guess(

@@ -36,6 +36,8 @@ pub(super) struct Statements {
     /// The two guess budgets of a login attempt, read at LOCAL_QUORUM: a first guess at
     /// what the lightweight transactions below then check.
     pub(super) select_budgets: PreparedStatement,
+    /// Every budget of an email key (one partition), for the data export.
+    pub(super) select_all_budgets: PreparedStatement,
     pub(super) insert_budget_if_absent: PreparedStatement,
     pub(super) update_budget_if_unchanged: PreparedStatement,
     /// Per search column and number of terms (1 to `MAX_PROBE_TERMS`): the candidates
@@ -164,6 +166,10 @@ impl Statements {
             select_budgets: prepare_read(
                 "SELECT scope, used, pending, window_start FROM login_budgets WHERE email = ? AND scope IN (?, ?)"
                     .into(),
+            )
+            .await?,
+            select_all_budgets: prepare_read(
+                "SELECT scope, used, pending, window_start FROM login_budgets WHERE email = ?".into(),
             )
             .await?,
             insert_budget_if_absent: prepare(

@@ -26,6 +26,27 @@ pub(super) fn read_budget(
         .optional()?)
 }
 
+/// Every budget of an email key, in scope order.
+pub(super) fn read_all_budgets(
+    c: &Connection,
+    email_key: &str,
+) -> Result<Vec<crate::store::HeldBudget>, StoreError> {
+    let mut statement = c.prepare_cached(
+        "SELECT scope, used, pending, window_start FROM login_budgets WHERE email = ?1 ORDER BY scope",
+    )?;
+    let rows = statement.query_map([email_key], |row| {
+        Ok(crate::store::HeldBudget {
+            scope: row.get(0)?,
+            budget: Budget {
+                used: row.get(1)?,
+                pending: row.get(2)?,
+                window_start: row.get(3)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub(super) fn write_budget(
     tx: &Connection,
     email_key: &str,

@@ -14,8 +14,8 @@
 //! - `checkpoint.rs`: the WAL checkpointer.
 
 use super::{
-    CandidateQuery, Credentials, EventPage, GuessKey, Precondition, SearchKey, StoreError,
-    UserStore,
+    CandidateQuery, Credentials, EventPage, GuessKey, HeldBudget, Precondition, SearchKey,
+    StoreError, UserStore,
 };
 use crate::domain::events::{EventEnvelope, event_micros};
 use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
@@ -37,7 +37,7 @@ mod migrate;
 mod rows;
 mod versioned;
 
-use login_budgets::{LoginSweep, read_budget, write_budget};
+use login_budgets::{LoginSweep, read_all_budgets, read_budget, write_budget};
 use rows::{USER_COLUMNS, append_in, decode_event, load_row, read_cells, uuid_column};
 use versioned::append_checked;
 
@@ -301,6 +301,12 @@ impl UserStore for EmbeddedStore {
                     .filter(UserRow::is_registered)
                     .map(UserRow::without_search))
             })
+            .await
+    }
+
+    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError> {
+        let email_key = email_key.to_owned();
+        self.with_reader(move |c| read_all_budgets(c, &email_key))
             .await
     }
 
