@@ -210,14 +210,50 @@ async fn load_users(app: &TestApp) -> Vec<TestUser> {
     users
 }
 
+/// The steady load of a fault test, running: its users, and when it began (the origin
+/// of every [`Sent::at`]).
+struct Load {
+    users: Arc<Vec<TestUser>>,
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+    running: tokio::task::JoinHandle<Vec<Sent>>,
+}
+
+impl Load {
+    /// Registers the load's users and starts the load.
+    async fn start(app: &Arc<TestApp>) -> Self {
+        let users = Arc::new(load_users(app).await);
+        let stop = Arc::new(AtomicBool::new(false));
+        let origin = Instant::now();
+        let running = steady_load(
+            Arc::clone(app),
+            Arc::clone(&users),
+            Arc::clone(&stop),
+            origin,
+        );
+        Self {
+            users,
+            origin,
+            stop,
+            running,
+        }
+    }
+
+    /// Stops the load and returns what it sent.
+    async fn finish(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.running.await.unwrap()
+    }
+}
+
 /// A steady PUT load until `stop`: three plain writers over the plain users, and one
 /// `If-Match` writer per version-checked user (GET the ETag, PUT with it).
 fn steady_load(
     app: Arc<TestApp>,
     users: Arc<Vec<TestUser>>,
     stop: Arc<AtomicBool>,
+    origin: Instant,
 ) -> tokio::task::JoinHandle<Vec<Sent>> {
-    let origin = Instant::now();
     tokio::spawn(async move {
         let mut workers = Vec::new();
         for worker in 0..3 {
@@ -625,9 +661,8 @@ async fn cluster_migrations_run_at_once_agree_on_one_schema() {
 async fn cluster_one_node_paused_costs_no_acknowledged_update() {
     let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
     let app = Arc::clone(&test.app);
-    let users = Arc::new(load_users(&app).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = steady_load(Arc::clone(&app), Arc::clone(&users), Arc::clone(&stop));
+    let load = Load::start(&app).await;
+    let users = Arc::clone(&load.users);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     cluster_ok(&["pause", "2"]).await;
@@ -641,8 +676,7 @@ async fn cluster_one_node_paused_costs_no_acknowledged_update() {
     cluster_ok(&["resume", "2"]).await;
     let recovery = wait_until_nodes_up(&app, 3, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
+    let sent = load.finish().await;
 
     let counts = check_guarantees(&app, &users, &sent).await;
     let slow_plain = sent
@@ -666,9 +700,8 @@ async fn cluster_one_node_paused_costs_no_acknowledged_update() {
 async fn cluster_one_node_killed_and_restarted_converges() {
     let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
     let app = Arc::clone(&test.app);
-    let users = Arc::new(load_users(&app).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = steady_load(Arc::clone(&app), Arc::clone(&users), Arc::clone(&stop));
+    let load = Load::start(&app).await;
+    let users = Arc::clone(&load.users);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     cluster_ok(&["kill", "3"]).await;
@@ -680,8 +713,7 @@ async fn cluster_one_node_killed_and_restarted_converges() {
     let restarted_in = restart.elapsed();
     let seen_in = wait_until_nodes_up(&app, 3, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
+    let sent = load.finish().await;
 
     // The restarted node catches up on what it missed: hints (dispatched every 10 s),
     // or read repair. It is read first, alone, since a quorum read that involves it
@@ -725,10 +757,8 @@ async fn cluster_one_node_killed_and_restarted_converges() {
 async fn cluster_two_nodes_down_is_a_fast_503_and_recovers() {
     let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
     let app = Arc::clone(&test.app);
-    let users = Arc::new(load_users(&app).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let origin = Instant::now();
-    let load = steady_load(Arc::clone(&app), Arc::clone(&users), Arc::clone(&stop));
+    let load = Load::start(&app).await;
+    let (users, origin) = (Arc::clone(&load.users), load.origin);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     cluster_ok(&["kill", "2"]).await;
@@ -785,8 +815,7 @@ async fn cluster_two_nodes_down_is_a_fast_503_and_recovers() {
     };
     restart.await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
+    let sent = load.finish().await;
     cluster_ok(&["start"]).await;
     wait_until_nodes_up(&app, 3, Duration::from_secs(30)).await;
 
@@ -1092,12 +1121,10 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
 
     // A rebuild of the live table while the service writes to it: the table still
     // equals the log afterwards, since every cell carries its event's write time.
-    let users = Arc::new(load_users(&app).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = steady_load(Arc::clone(&app), Arc::clone(&users), Arc::clone(&stop));
+    let load = Load::start(&app).await;
+    let users = Arc::clone(&load.users);
     let (code, output) = run(&app, &["rebuild", "--parallel", "4"]);
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
+    let sent = load.finish().await;
     assert_eq!(code, 0, "{output}");
     let written = sent
         .iter()

@@ -1,11 +1,11 @@
 //! The login throttle's budgets on Cassandra (`domain::login`): rows changed only by
 //! lightweight transactions that check what they read, so every instance counts alike.
 
-use super::{CassandraStore, classify, internal};
+use super::{CassandraStore, LwtAnswer, classify, internal};
 use crate::domain::login::{self, Budget};
 use crate::store::StoreError;
 use scylla::response::query_result::QueryResult;
-use scylla::value::{CqlValue, Row};
+use scylla::value::CqlValue;
 use std::time::Duration;
 
 /// Attempts at a guess budget's lightweight transaction before giving up: each lost
@@ -148,39 +148,27 @@ pub(super) enum LwtBudget {
     Lost(Option<Budget>),
 }
 
-/// Reads a budget LWT's result. Apache Cassandra answers `[applied]` alone when it
-/// applied, and otherwise adds the current values of the columns it checked (the whole
-/// row for `IF NOT EXISTS`), or nulls when the row is gone; so the row is read by
-/// column name.
+/// Reads a budget LWT's result ([`LwtAnswer`]): applied, or lost with the values that
+/// beat it (none when the row is gone).
 pub(super) fn lwt_outcome_budget(result: QueryResult) -> Result<LwtBudget, StoreError> {
-    let rows = result.into_rows_result().map_err(internal)?;
-    let names: Vec<String> = rows
-        .column_specs()
-        .iter()
-        .map(|spec| spec.name().to_owned())
-        .collect();
-    let row: Row = rows.first_row().map_err(internal)?;
-    let column = |name: &str| {
-        names
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| row.columns.get(i).cloned().flatten())
-    };
-    match column("[applied]") {
-        Some(CqlValue::Boolean(true)) => return Ok(LwtBudget::Applied),
-        Some(CqlValue::Boolean(false)) => {}
-        other => return Err(internal(format!("unexpected LWT result column: {other:?}"))),
+    let answer = LwtAnswer::read(result)?;
+    if answer.applied {
+        return Ok(LwtBudget::Applied);
     }
-    let budget = match (column("used"), column("pending"), column("window_start")) {
+    let budget = match (
+        answer.current("used"),
+        answer.current("pending"),
+        answer.current("window_start"),
+    ) {
         (Some(CqlValue::Int(used)), pending, Some(CqlValue::BigInt(window_start))) => {
             let pending = match pending {
-                Some(CqlValue::Int(pending)) => pending,
+                Some(CqlValue::Int(pending)) => *pending,
                 _ => 0,
             };
             Some(Budget {
-                used: u32::try_from(used).unwrap_or(0),
+                used: u32::try_from(*used).unwrap_or(0),
                 pending: u32::try_from(pending).unwrap_or(0),
-                window_start,
+                window_start: *window_start,
             })
         }
         _ => None,

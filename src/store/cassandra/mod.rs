@@ -160,12 +160,12 @@ pub(crate) fn qualify(keyspace: &str, cql: &str) -> String {
 /// `[applied]` column when the LWT applied and adds the current values when it did not
 /// (ScyllaDB always adds them), so the row is read untyped, by column name.
 pub(super) struct LwtAnswer {
-    applied: bool,
+    pub(super) applied: bool,
     current: HashMap<String, CqlValue>,
 }
 
 impl LwtAnswer {
-    fn read(result: QueryResult) -> Result<Self, StoreError> {
+    pub(super) fn read(result: QueryResult) -> Result<Self, StoreError> {
         let rows = result.into_rows_result().map_err(internal)?;
         let names: Vec<String> = rows
             .column_specs()
@@ -190,7 +190,7 @@ impl LwtAnswer {
     }
 
     /// The current value of a checked column, when the LWT did not apply.
-    fn current(&self, column: &str) -> Option<&CqlValue> {
+    pub(super) fn current(&self, column: &str) -> Option<&CqlValue> {
         self.current.get(column)
     }
 
