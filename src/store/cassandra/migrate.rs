@@ -194,6 +194,12 @@ pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, Stor
     )
     .await?;
 
+    // `IF NOT EXISTS` answers at once when another process created the table, possibly
+    // through another coordinator that has not told ours yet: the lease's LWT below
+    // then met "table schema_migration_lease does not exist" (a race the cluster test
+    // caught in CI). Agreement first.
+    agree_on_schema(&session).await?;
+
     let owner = Uuid::new_v4();
     acquire_lease(&session, ks, owner).await?;
     let outcome = apply_pending(&session, ks).await;
@@ -203,21 +209,25 @@ pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, Stor
     // a run that changed nothing, nor for changes another process made: success means
     // every node the session reaches holds the same schema, so the service that starts
     // next prepares its statements against tables every coordinator knows.
-    report.schema_version =
-        tokio::time::timeout(SCHEMA_AGREEMENT_TIMEOUT, session.await_schema_agreement())
-            .await
-            .map_err(|_| {
-                StoreError::unavailable(format!(
-                    "the nodes did not agree on the schema within {} s",
-                    SCHEMA_AGREEMENT_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|err| StoreError::unavailable(format!("schema agreement: {err}")))?;
+    report.schema_version = agree_on_schema(&session).await?;
     report.nodes = node_count(&session);
     Ok(report)
 }
 
-/// How long `migrate` waits for the nodes to agree on the schema at the end. Three
+/// Waits until every node the session reaches holds the same schema; its version.
+async fn agree_on_schema(session: &Session) -> Result<Uuid, StoreError> {
+    tokio::time::timeout(SCHEMA_AGREEMENT_TIMEOUT, session.await_schema_agreement())
+        .await
+        .map_err(|_| {
+            StoreError::unavailable(format!(
+                "the nodes did not agree on the schema within {} s",
+                SCHEMA_AGREEMENT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|err| StoreError::unavailable(format!("schema agreement: {err}")))
+}
+
+/// How long `migrate` waits for the nodes to agree on the schema. Three
 /// nodes on two cores took about 5 s after a DDL (../shared/notes/cluster.md).
 const SCHEMA_AGREEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
