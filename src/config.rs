@@ -3,7 +3,9 @@
 //! stops start-up with one line naming the variable and what it accepts (exit code 2).
 
 use crate::store::cassandra::CassandraOptions;
+use crate::store::keys::KekSettings;
 use crate::store::schema::validate_identifier;
+use crate::store::sealing::Kek;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +107,23 @@ pub struct StoreArgs {
         default_value = "200ms"
     )]
     pub speculative_delay: String,
+    /// The key-encryption key (KEK): 32 bytes in standard base64. It wraps every
+    /// user's data key. Required in production; without it a random one is used, with
+    /// a warning (kept in the data directory by the embedded store).
+    #[arg(
+        long = "key-encryption-key",
+        env = "KILLRVIDEO_KEY_ENCRYPTION_KEY",
+        hide_env_values = true
+    )]
+    pub key_encryption_key: Option<String>,
+    /// Previous KEKs, comma-separated, to open the data keys they wrapped before a
+    /// rotation. New keys are wrapped by the current one only.
+    #[arg(
+        long = "old-key-encryption-keys",
+        env = "KILLRVIDEO_OLD_KEY_ENCRYPTION_KEYS",
+        hide_env_values = true
+    )]
+    pub old_key_encryption_keys: Option<String>,
 }
 
 /// Which backend, with its settings.
@@ -116,6 +135,8 @@ pub enum StoreSettings {
         data_dir: PathBuf,
         /// Durability of acknowledged writes.
         sync: crate::store::embedded::SyncMode,
+        /// The key-encryption keys.
+        kek: KekSettings,
     },
     /// A Cassandra cluster.
     Cassandra(CassandraOptions),
@@ -180,10 +201,41 @@ pub fn parse_replication(raw: &str) -> Result<String, ConfigError> {
 }
 
 impl StoreArgs {
+    /// The configured KEKs; a malformed one is named, never echoed.
+    fn kek(&self) -> Result<KekSettings, ConfigError> {
+        let parse = |raw: &str, variable, flag| {
+            Kek::from_base64(raw)
+                .map_err(|_| ConfigError::secret(variable, flag, "32 bytes in standard base64"))
+        };
+        let current = self
+            .key_encryption_key
+            .as_deref()
+            .map(|raw| parse(raw, "KILLRVIDEO_KEY_ENCRYPTION_KEY", "key-encryption-key"))
+            .transpose()?;
+        let old = self
+            .old_key_encryption_keys
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| {
+                parse(
+                    raw,
+                    "KILLRVIDEO_OLD_KEY_ENCRYPTION_KEYS",
+                    "old-key-encryption-keys",
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KekSettings { current, old })
+    }
+
     /// Validates the store settings.
     pub fn settings(&self) -> Result<StoreSettings, ConfigError> {
+        let kek = self.kek()?;
         match self.store.trim() {
             "embedded" => Ok(StoreSettings::Embedded {
+                kek,
                 data_dir: self.data_dir.clone(),
                 sync: match self.embedded_sync.trim() {
                     "full" => crate::store::embedded::SyncMode::Full,
@@ -246,6 +298,7 @@ impl StoreArgs {
                         "KILLRVIDEO_CASSANDRA_SPECULATIVE_DELAY",
                         "cassandra-speculative-delay",
                     )?,
+                    kek,
                 }))
             }
             other => Err(ConfigError::new(

@@ -17,12 +17,17 @@ use tokio::net::TcpListener;
 /// every statement.
 pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStore, StoreError> {
     Ok(match settings {
-        StoreSettings::Embedded { data_dir, sync } => {
-            let (data_dir, sync) = (data_dir.clone(), *sync);
-            let store =
-                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&data_dir, sync))
-                    .await
-                    .map_err(|err| StoreError::internal(err.to_string()))??;
+        StoreSettings::Embedded {
+            data_dir,
+            sync,
+            kek,
+        } => {
+            let (data_dir, sync, kek) = (data_dir.clone(), *sync, kek.clone());
+            let store = tokio::task::spawn_blocking(move || {
+                EmbeddedStore::open_with(&data_dir, sync, &kek)
+            })
+            .await
+            .map_err(|err| StoreError::internal(err.to_string()))??;
             tracing::info!(path = %store.path().display(), "opened embedded store");
             Arc::new(store)
         }

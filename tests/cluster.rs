@@ -107,6 +107,7 @@ fn cluster_options(keyspace: &str, request_timeout: Duration) -> CassandraOption
             .unwrap(),
         request_timeout,
         speculative_delay: Duration::from_millis(200),
+        kek: support::test_kek(),
     }
 }
 

@@ -150,16 +150,16 @@ pub fn decode_cursor(cursor: &str) -> Option<Uuid> {
         .filter(|id| id.get_version_num() == 1)
 }
 
-/// One page of a user's history; `None` when there is no such user.
+/// One page of a user's history; `None` when there is no such user. An erased user
+/// (no row, but a log) still has a history: every event with its type, times, actor
+/// and fields, each value `[erased]`.
 pub async fn history_page(
     store: &dyn UserStore,
     user_id: Uuid,
     before: Option<Uuid>,
     limit: usize,
 ) -> Result<Option<HistoryPage>, StoreError> {
-    let Some(current) = store.find_user(user_id).await? else {
-        return Ok(None);
-    };
+    let current = store.find_user(user_id).await?;
     // One more than asked tells whether another page follows.
     let mut events = store
         .events(
@@ -170,6 +170,11 @@ pub async fn history_page(
             },
         )
         .await?;
+    let current = match current {
+        Some(current) => current,
+        None if !events.is_empty() => UserRow::empty(user_id),
+        None => return Ok(None),
+    };
     let has_more = events.len() > limit;
     events.truncate(limit);
     let next_cursor = has_more

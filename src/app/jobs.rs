@@ -4,11 +4,13 @@
 //! what a row should be is the domain's ([`replay`], [`compare`]).
 
 use crate::app::audit_trail::all_events;
+use crate::app::erasure::Erasure;
 use crate::clock::EventClock;
 use crate::domain::UserRow;
+use crate::domain::events::is_erased;
 use crate::domain::events::{Actor, EventEnvelope};
-use crate::domain::projection::replay;
-use crate::domain::verify::{Drift, cells_without_events, compare, restatement};
+use crate::domain::projection::{expected_row, replay};
+use crate::domain::verify::{Drift, cells_without_events, compare, erasure_drift, restatement};
 use crate::store::{
     FinishedRange, Precondition, ProjectionStore, ScanRange, StoreError, USERS_TABLE,
 };
@@ -173,7 +175,8 @@ pub async fn rebuild(
 
     if let Some(user_id) = options.user {
         let events = all_events(store, user_id).await?;
-        if !options.dry_run {
+        // An erased user gets no row, whatever their log holds.
+        if !options.dry_run && !is_erased(&events) {
             for event in &events {
                 store.project_into(&target, event).await?;
             }
@@ -213,9 +216,13 @@ pub async fn rebuild(
         .map(|range| {
             let (target, job, progress) = (&target, &job, &progress);
             async move {
-                let events = store
-                    .scan_events(range)
-                    .await?
+                let events = by_user(store.scan_events(range).await?)
+                    // An erased user gets no row, whatever their log holds.
+                    .try_filter(|events| std::future::ready(!is_erased(events)))
+                    .map_ok(|events| {
+                        futures::stream::iter(events.into_iter().map(Ok::<_, StoreError>))
+                    })
+                    .try_flatten()
                     .map(|event| async move {
                         let event = event?;
                         if !options.dry_run {
@@ -249,6 +256,38 @@ pub async fn rebuild(
     report.events = events;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Regroups a scan's events, which come user by user, into one vector per user, so
+/// that a user can be judged by their whole log (memory: one user's log).
+fn by_user(
+    events: crate::store::EventStream<'_>,
+) -> impl futures::Stream<Item = Result<Vec<EventEnvelope>, StoreError>> + '_ {
+    futures::stream::unfold(
+        (events, None::<EventEnvelope>, false),
+        |(mut events, mut carried, done)| async move {
+            if done {
+                return None;
+            }
+            let mut group: Vec<EventEnvelope> = carried.take().into_iter().collect();
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        if group
+                            .first()
+                            .is_some_and(|first| first.user_id != event.user_id)
+                        {
+                            return Some((Ok(group), (events, Some(event), false)));
+                        }
+                        group.push(event);
+                    }
+                    Some(Err(err)) => return Some((Err(err), (events, None, true))),
+                    None if group.is_empty() => return None,
+                    None => return Some((Ok(group), (events, None, true))),
+                }
+            }
+        },
+    )
 }
 
 /// Options of `verify`.
@@ -292,10 +331,13 @@ impl VerifyReport {
     }
 }
 
-/// Compares one user's stored row with what its events imply.
+/// Compares one user's stored row with what its events imply. An erased user should
+/// have no row and no readable personal value.
 fn check_user(user_id: Uuid, events: &[EventEnvelope], actual: Option<&UserRow>) -> Vec<Drift> {
-    let expected = replay(user_id, events);
-    let expected = expected.is_registered().then_some(expected);
+    if is_erased(events) {
+        return erasure_drift(user_id, events, actual);
+    }
+    let expected = expected_row(user_id, events);
     let known: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
     compare(user_id, expected.as_ref(), actual, |id| known.contains(&id))
 }
@@ -312,6 +354,19 @@ async fn repair_user(
 ) -> Result<Vec<Drift>, StoreError> {
     let events = all_events(store, user_id).await?;
     let actual = store.table_row(USERS_TABLE, user_id).await?;
+    if is_erased(&events) {
+        // An erasure a crash interrupted: its remaining steps. The row goes last, and
+        // its email finds the credentials.
+        Erasure::with_row(store, user_id, actual.as_ref())
+            .finish()
+            .await?;
+        let events = all_events(store, user_id).await?;
+        return Ok(check_user(
+            user_id,
+            &events,
+            store.table_row(USERS_TABLE, user_id).await?.as_ref(),
+        ));
+    }
     let expected = replay(user_id, &events);
     if !expected.is_registered() {
         if let Some(row) = &actual {

@@ -18,7 +18,7 @@ use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::registration::LoginAttempt;
 use crate::domain::{UserRow, decide};
-use crate::store::{GuessKey, Precondition, StoreError, UserStore};
+use crate::store::{Credentials, GuessKey, Precondition, StoreError, UserStore};
 use std::time::Duration;
 
 /// Why a login was refused, for the logs and the metrics; the client is told none of it.
@@ -83,6 +83,35 @@ pub async fn login(
     request_id: Option<String>,
 ) -> Result<UserRow, LoginError> {
     let store = context.store;
+    let credentials = check_password(context, attempt, client).await?;
+    let current = store
+        .find_user(credentials.user_id)
+        .await?
+        .ok_or(LoginError::Refused(Refusal::WrongPassword))?;
+    let logged_in = EventEnvelope::new(
+        current.user_id,
+        context.clock.next_event_id(),
+        Actor::User(current.user_id),
+        request_id,
+        decide::record_login(&current, chrono::Utc::now()),
+    );
+    store
+        .append_and_refetch(&logged_in, Precondition::None)
+        .await?
+        .ok_or_else(|| {
+            LoginError::Internal(format!("user {} vanished after a write", current.user_id))
+        })
+}
+
+/// Steps 1 to 3: the guess reserved, the password checked, the guess settled. Returns
+/// the credentials the password opened. Whatever asks for a password (a login, an
+/// account deletion) asks through here, so every guess counts in the same budgets.
+pub async fn check_password(
+    context: &LoginContext<'_>,
+    attempt: LoginAttempt,
+    client: &str,
+) -> Result<Credentials, LoginError> {
+    let store = context.store;
     let email_key = attempt.email_key();
     let key = GuessKey {
         email_key: &email_key,
@@ -123,22 +152,5 @@ pub async fn login(
     if let Some(refusal) = refusal {
         return Err(LoginError::Refused(refusal));
     }
-    let credentials = credentials.ok_or(LoginError::Refused(Refusal::WrongPassword))?;
-    let current = store
-        .find_user(credentials.user_id)
-        .await?
-        .ok_or(LoginError::Refused(Refusal::WrongPassword))?;
-    let logged_in = EventEnvelope::new(
-        current.user_id,
-        context.clock.next_event_id(),
-        Actor::User(current.user_id),
-        request_id,
-        decide::record_login(&current, chrono::Utc::now()),
-    );
-    store
-        .append_and_refetch(&logged_in, Precondition::None)
-        .await?
-        .ok_or_else(|| {
-            LoginError::Internal(format!("user {} vanished after a write", current.user_id))
-        })
+    credentials.ok_or(LoginError::Refused(Refusal::WrongPassword))
 }

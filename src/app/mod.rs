@@ -3,6 +3,8 @@
 //! record what it decided, and bound the work.
 //!
 //! - [`audit_trail`] — the history's pages and the profile as of an instant;
+//! - [`erasure`] — erasing an account (crypto-shredding);
+//! - [`export`] — everything held about a user;
 //! - [`jobs`] — rebuild, verify and repair;
 //! - [`login`] — logging in, with the guess budgets first;
 //! - [`profile`] — the PUT path's update, with the refetch;
@@ -12,6 +14,7 @@
 //! - [`turns`] — one request per key at a time within this process.
 
 pub mod audit_trail;
+pub mod erasure;
 pub mod export;
 pub mod jobs;
 pub mod login;

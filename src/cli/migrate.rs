@@ -11,8 +11,12 @@ pub async fn run(args: StoreArgs) -> Result<(), CliError> {
         CliError::Failed(format!("migrate failed: {}", err.report()))
     };
     match args.settings()? {
-        StoreSettings::Embedded { data_dir, sync } => {
-            let store = EmbeddedStore::open_with(&data_dir, sync).map_err(failed)?;
+        StoreSettings::Embedded {
+            data_dir,
+            sync,
+            kek,
+        } => {
+            let store = EmbeddedStore::open_with(&data_dir, sync, &kek).map_err(failed)?;
             println!("embedded store at {} is migrated", store.path().display());
         }
         StoreSettings::Cassandra(options) => {

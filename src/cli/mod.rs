@@ -2,6 +2,7 @@
 //! a `run(args) -> Result<(), CliError>` over the library. This module parses, runs
 //! and turns the outcome into an exit code.
 
+mod erase;
 mod history;
 mod migrate;
 mod rebuild;
@@ -51,6 +52,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Print a user's audit history, newest first, or their profile as of an instant.
     History(history::HistoryArgs),
+    /// Erase a user (GDPR art. 17): record UserErased, delete the data key, the
+    /// credentials and the row. The history keeps its shape, with `[erased]` values.
+    Erase(erase::EraseArgs),
 }
 
 /// Why a command did not succeed, and so its exit code.
@@ -83,7 +87,11 @@ impl CliError {
 /// A store error as a command reports it: the whole chain of causes.
 impl From<crate::store::StoreError> for CliError {
     fn from(err: crate::store::StoreError) -> Self {
-        CliError::Failed(err.report())
+        match err {
+            // A wrong KEK is a setting, like any other that does not parse: exit 2.
+            crate::store::StoreError::WrongKey(line) => CliError::Usage(line),
+            err => CliError::Failed(err.report()),
+        }
     }
 }
 
@@ -92,9 +100,10 @@ async fn open_for_operator(
     args: &StoreArgs,
 ) -> Result<crate::store::SharedProjectionStore, CliError> {
     let settings = args.settings()?;
-    open_store(&settings)
-        .await
-        .map_err(|err| CliError::Failed(format!("cannot open the store: {}", err.report())))
+    open_store(&settings).await.map_err(|err| match err {
+        crate::store::StoreError::WrongKey(_) => CliError::from(err),
+        err => CliError::Failed(format!("cannot open the store: {}", err.report())),
+    })
 }
 
 fn parse_user_id(raw: &str) -> Result<Uuid, CliError> {
@@ -149,6 +158,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::History(args) => history::run(args).await,
+        Command::Erase(args) => erase::run(args).await,
     }
 }
 

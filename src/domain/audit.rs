@@ -2,7 +2,7 @@
 //! the one that currently wins in the projection, and the profile as of any instant.
 
 use super::events::{EventEnvelope, micros_to_datetime};
-use super::projection::{CellValue, Column, field_changes, replay};
+use super::projection::{CellValue, Column, expected_row, field_changes};
 use super::user::UserRow;
 use chrono::{DateTime, Utc};
 
@@ -47,11 +47,13 @@ pub fn state_as_of<'a>(
     instant: DateTime<Utc>,
 ) -> Option<UserRow> {
     let cutoff = instant.timestamp_micros();
-    let row = replay(
-        user_id,
-        events.into_iter().filter(|e| e.occurred_micros() <= cutoff),
-    );
-    row.is_registered().then_some(row)
+    let events: Vec<EventEnvelope> = events
+        .into_iter()
+        .filter(|e| e.occurred_micros() <= cutoff)
+        .cloned()
+        .collect();
+    // An erased user has no profile as of any instant: its values are gone.
+    expected_row(user_id, &events)
 }
 
 /// The write time as an instant, for display.
@@ -65,6 +67,7 @@ mod tests {
     use crate::domain::events::{
         Actor, FieldChange, ProfileUpdated, UserEvent, UserRegistered, event_id_at,
     };
+    use crate::domain::projection::replay;
     use uuid::Uuid;
 
     fn at(user: Uuid, micros: i64, event: UserEvent) -> EventEnvelope {

@@ -8,7 +8,18 @@ use uuid::Uuid;
 
 /// The payload schema version written with every event. Bump it (and teach
 /// [`UserEvent::decode`] the old shape) when a payload changes incompatibly.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// Version 2: the personal values ([`UserEvent::personal_values`]) are sealed with the
+/// user's data key (`store::sealing`). Version 1, written before, has the same JSON
+/// shape with those values in plain text; it is read as it is.
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// The schema version of events written before personal values were sealed.
+pub const PLAIN_SCHEMA_VERSION: i32 = 1;
+
+/// What a personal value reads as once it can no longer be read: its user was erased
+/// (the data key is gone), or a plain value was overwritten at erasure.
+pub const ERASED: &str = "[erased]";
 
 /// 100 ns ticks between the Gregorian epoch of v1 UUIDs (1582-10-15) and the Unix epoch.
 const GREGORIAN_TO_UNIX_TICKS: u64 = 0x01B2_1DD2_1381_4000;
@@ -162,6 +173,13 @@ pub struct ProjectionRepaired {
     pub last_login_date: Option<FieldChange<DateTime<Utc>>>,
 }
 
+/// Payload of `UserErased`: the account was erased (GDPR art. 17). It carries no
+/// personal data; who asked is the envelope's actor. After it the user has no row, no
+/// credentials and no data key, and every personal value of their log reads
+/// [`ERASED`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserErased {}
+
 /// Everything that can happen to a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserEvent {
@@ -175,6 +193,8 @@ pub enum UserEvent {
     AccountStatusChanged(AccountStatusChanged),
     /// `verify --repair` restated the projection.
     ProjectionRepaired(ProjectionRepaired),
+    /// The account was erased.
+    UserErased(UserErased),
 }
 
 /// A stored event that cannot be read back.
@@ -189,6 +209,10 @@ pub enum EventDecodeError {
     /// The stored id is not a time UUID, so the event has no time.
     #[error("event id {0} is not a time UUID")]
     NotATimeUuid(Uuid),
+    /// A sealed value does not open with the user's data key: the key or the value
+    /// was altered (a missing key is not this: its values read [`ERASED`]).
+    #[error("the sealed value of `{0}` does not open with the user's data key")]
+    DoesNotOpen(&'static str),
     /// The payload does not match its type.
     #[error("malformed {event_type} payload: {source}")]
     Payload {
@@ -208,6 +232,7 @@ impl UserEvent {
             UserEvent::UserLoggedIn(_) => "UserLoggedIn",
             UserEvent::AccountStatusChanged(_) => "AccountStatusChanged",
             UserEvent::ProjectionRepaired(_) => "ProjectionRepaired",
+            UserEvent::UserErased(_) => "UserErased",
         }
     }
 
@@ -219,6 +244,7 @@ impl UserEvent {
             UserEvent::UserLoggedIn(p) => serde_json::to_string(p),
             UserEvent::AccountStatusChanged(p) => serde_json::to_string(p),
             UserEvent::ProjectionRepaired(p) => serde_json::to_string(p),
+            UserEvent::UserErased(p) => serde_json::to_string(p),
         };
         // Serialising these plain structs of strings and timestamps cannot fail.
         encoded.unwrap_or_default()
@@ -230,7 +256,7 @@ impl UserEvent {
         schema_version: i32,
         payload: &str,
     ) -> Result<Self, EventDecodeError> {
-        if schema_version != SCHEMA_VERSION {
+        if schema_version != SCHEMA_VERSION && schema_version != PLAIN_SCHEMA_VERSION {
             return Err(EventDecodeError::UnsupportedVersion(schema_version));
         }
         let wrap = |source| EventDecodeError::Payload {
@@ -251,8 +277,76 @@ impl UserEvent {
             "ProjectionRepaired" => {
                 UserEvent::ProjectionRepaired(serde_json::from_str(payload).map_err(wrap)?)
             }
+            "UserErased" => UserEvent::UserErased(serde_json::from_str(payload).map_err(wrap)?),
             other => return Err(EventDecodeError::UnknownType(other.to_owned())),
         })
+    }
+}
+
+impl UserEvent {
+    /// The personal values the event carries, each with the name it is sealed under
+    /// (`email`, `firstname.to`, `lastname.from`, ...): what the store seals, what
+    /// erasure makes unreadable and what the history shows as [`ERASED`] afterwards.
+    /// Everything else (type, times, status, which fields changed) stays in clear.
+    pub fn personal_values_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        fn change<'a>(
+            values: &mut Vec<(&'static str, &'a mut String)>,
+            names: (&'static str, &'static str),
+            change: &'a mut Option<FieldChange<String>>,
+        ) {
+            if let Some(change) = change {
+                if let Some(from) = &mut change.from {
+                    values.push((names.0, from));
+                }
+                values.push((names.1, &mut change.to));
+            }
+        }
+        let mut values = Vec::new();
+        match self {
+            UserEvent::UserRegistered(e) => {
+                values.push(("email", &mut e.email));
+                values.push(("firstname", &mut e.firstname));
+                values.push(("lastname", &mut e.lastname));
+            }
+            UserEvent::ProfileUpdated(e) => {
+                change(
+                    &mut values,
+                    ("firstname.from", "firstname.to"),
+                    &mut e.firstname,
+                );
+                change(
+                    &mut values,
+                    ("lastname.from", "lastname.to"),
+                    &mut e.lastname,
+                );
+            }
+            UserEvent::ProjectionRepaired(e) => {
+                change(&mut values, ("email.from", "email.to"), &mut e.email);
+                change(
+                    &mut values,
+                    ("firstname.from", "firstname.to"),
+                    &mut e.firstname,
+                );
+                change(
+                    &mut values,
+                    ("lastname.from", "lastname.to"),
+                    &mut e.lastname,
+                );
+            }
+            UserEvent::UserLoggedIn(_)
+            | UserEvent::AccountStatusChanged(_)
+            | UserEvent::UserErased(_) => {}
+        }
+        values
+    }
+
+    /// [`UserEvent::personal_values_mut`], read only.
+    pub fn personal_values(&self) -> Vec<(&'static str, String)> {
+        let mut copy = self.clone();
+        copy.personal_values_mut()
+            .into_iter()
+            .map(|(name, value)| (name, value.clone()))
+            .collect()
     }
 }
 
@@ -275,6 +369,10 @@ pub struct EventEnvelope {
     /// lightweight transaction on Cassandra, which cannot carry a timestamp: there it is
     /// the Paxos ballot's time, read back after the append (docs/consistency.md).
     pub write_time: i64,
+    /// True when the event was read back without its user's data key, so that its
+    /// sealed personal values read [`ERASED`]: the user was erased (or the erasure is
+    /// under way).
+    pub shredded: bool,
 }
 
 impl EventEnvelope {
@@ -293,6 +391,7 @@ impl EventEnvelope {
             request_id,
             event,
             write_time: event_id.micros(),
+            shredded: false,
         }
     }
 
@@ -306,6 +405,25 @@ impl EventEnvelope {
     pub fn occurred_at(&self) -> DateTime<Utc> {
         micros_to_datetime(self.occurred_micros())
     }
+}
+
+/// Whether a user's log says the user was erased: it holds a `UserErased`, or events
+/// whose data key is gone. Such a user has no row, whatever else the log holds.
+pub fn is_erased(events: &[EventEnvelope]) -> bool {
+    events
+        .iter()
+        .any(|e| e.shredded || matches!(e.event, UserEvent::UserErased(_)))
+}
+
+/// Whether every personal value of the log reads [`ERASED`]: what a finished erasure
+/// leaves (no data key to open the sealed values, the plain ones overwritten).
+pub fn personal_data_gone(events: &[EventEnvelope]) -> bool {
+    events.iter().all(|e| {
+        e.event
+            .personal_values()
+            .iter()
+            .all(|(_, value)| value == ERASED)
+    })
 }
 
 #[cfg(test)]

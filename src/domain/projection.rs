@@ -217,6 +217,9 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
             }
             fields
         }
+        // Erasure writes no cell: the erasure deletes the row itself, once the
+        // credentials its email names are gone (`app::erasure`).
+        UserEvent::UserErased(_) => Vec::new(),
     }
 }
 
@@ -252,8 +255,12 @@ pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl UserRow {
-    /// Folds a projection into the row, cell by cell, last write wins.
+    /// Folds a projection into the row, cell by cell, last write wins. A projection
+    /// without writes (an erasure's) leaves the row as it is, version included.
     pub fn apply(&mut self, projection: &Projection) {
+        if projection.writes.is_empty() {
+            return;
+        }
         for (column, value) in &projection.writes {
             self.merge_cell(*column, value.clone(), projection.write_time);
         }
@@ -274,6 +281,16 @@ pub fn replay<'a>(user_id: Uuid, events: impl IntoIterator<Item = &'a EventEnvel
         row.apply(&project(envelope));
     }
     row
+}
+
+/// The row a user's log implies, if any: `None` for an erased user
+/// ([`super::events::is_erased`]) and for a log without a registration, whatever the
+/// order the events come in. What `rebuild` writes and `verify` expects.
+pub fn expected_row(user_id: Uuid, events: &[EventEnvelope]) -> Option<UserRow> {
+    if super::events::is_erased(events) {
+        return None;
+    }
+    Some(replay(user_id, events)).filter(UserRow::is_registered)
 }
 
 #[cfg(test)]

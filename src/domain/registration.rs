@@ -119,6 +119,38 @@ impl LoginAttempt {
     }
 }
 
+/// The body of an account deletion: `{password}`, the current password, which a
+/// stolen token does not carry.
+#[derive(Clone)]
+pub struct AccountDeletion {
+    /// Checked against the stored hash; never logged.
+    pub password: String,
+}
+
+impl std::fmt::Debug for AccountDeletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountDeletion { password: <redacted> }")
+    }
+}
+
+impl AccountDeletion {
+    /// Reads `{password}`.
+    pub fn from_json(body: Map<String, Value>) -> Result<Self, Vec<FieldError>> {
+        let mut fields = BodyFields::new(body);
+        let password = fields.required_string("password", None);
+        if let Some((field, password)) = &password
+            && password.len() > MAX_PASSWORD_BYTES
+        {
+            fields.reject(field, format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
+        }
+        fields.finish(unknown)?;
+        match password {
+            Some((_, password)) => Ok(Self { password }),
+            None => Err(vec![FieldError::new("password", "is required")]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,11 @@ pub enum DriftKind {
     /// A cell written later than any event that wrote its column, or a cell no event
     /// wrote at all: a change without an event.
     OrphanChange,
+    /// The table has a row for a user the log says was erased.
+    ErasedRow,
+    /// The log says the user was erased, but some of their personal values can still
+    /// be read: the data key is still there, or plain values were not overwritten.
+    ErasureUnfinished,
 }
 
 impl fmt::Display for DriftKind {
@@ -34,6 +39,8 @@ impl fmt::Display for DriftKind {
             DriftKind::Behind => "projection behind the log",
             DriftKind::Ahead => "projection ahead of the log",
             DriftKind::OrphanChange => "orphan change (no event)",
+            DriftKind::ErasedRow => "row of an erased user",
+            DriftKind::ErasureUnfinished => "erased user's personal data still readable",
         })
     }
 }
@@ -74,6 +81,34 @@ fn show(value: &CellValue, written_at: i64) -> String {
         CellValue::Time(at) => format!("{} @{written_at}", at.to_rfc3339()),
         CellValue::Terms(terms) => format!("{} terms @{written_at}", terms.len()),
     }
+}
+
+/// What is left of an erased user that should not be: a row, readable personal values.
+pub fn erasure_drift(
+    user_id: Uuid,
+    events: &[super::events::EventEnvelope],
+    actual: Option<&UserRow>,
+) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    if actual.is_some() {
+        drifts.push(Drift {
+            user_id,
+            column: None,
+            kind: DriftKind::ErasedRow,
+            expected: None,
+            actual: Some("a row".into()),
+        });
+    }
+    if !super::events::personal_data_gone(events) {
+        drifts.push(Drift {
+            user_id,
+            column: None,
+            kind: DriftKind::ErasureUnfinished,
+            expected: Some(format!("every personal value {}", super::events::ERASED)),
+            actual: Some("readable values in the log".into()),
+        });
+    }
+    drifts
 }
 
 /// Compares the row the log implies (`None`: no registered user) with the stored row.

@@ -109,13 +109,14 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::SchemaMissing(_) => "schema_missing",
             StoreError::Internal { .. } => "internal",
+            StoreError::WrongKey(_) => "wrong_key",
         });
         match err {
             StoreError::Unavailable { .. } => ApiError::Unavailable(err.report()),
             StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::SchemaMissing(_) | StoreError::Internal { .. } => {
-                ApiError::Internal(err.report())
-            }
+            StoreError::SchemaMissing(_)
+            | StoreError::Internal { .. }
+            | StoreError::WrongKey(_) => ApiError::Internal(err.report()),
         }
     }
 }

@@ -140,7 +140,12 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
     let users = Router::new()
         .route("/register", post(users::register))
         .route("/login", post(users::login))
-        .route("/me", get(users::get_me).put(users::put_me))
+        .route(
+            "/me",
+            get(users::get_me)
+                .put(users::put_me)
+                .delete(users::delete_me),
+        )
         .route("/me/history", get(audit_trail::my_history))
         .route("/me/export", get(export::export_me))
         .route("/{user_id}", get(users::get_user))

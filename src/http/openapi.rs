@@ -1,7 +1,9 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
 use super::representation::UserResponse;
-use super::users::{LoginRequest, LoginResponse, ProfileUpdateRequest, RegisterRequest};
+use super::users::{
+    AccountDeletionRequest, LoginRequest, LoginResponse, ProfileUpdateRequest, RegisterRequest,
+};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -120,6 +122,7 @@ impl Modify for ProblemDetails {
         super::users::login,
         super::users::get_me,
         super::users::put_me,
+        super::users::delete_me,
         super::users::get_user,
         super::audit_trail::my_history,
         super::export::export_me,
@@ -130,7 +133,7 @@ impl Modify for ProblemDetails {
         super::health::healthz,
         super::health::readyz,
     ),
-    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, super::export::ExportResponse, super::export::HeldCredentials, super::export::HeldLoginBudget, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest)),
+    components(schemas(crate::app::audit_trail::HistoryPage, crate::app::audit_trail::AuditedEvent, crate::app::audit_trail::FieldView, super::audit_trail::ProfileAsOf, super::audit_trail::HistoryResponse, super::export::ExportResponse, super::export::HeldCredentials, super::export::HeldLoginBudget, UserResponse, LoginResponse, RegisterRequest, LoginRequest, ProfileUpdateRequest, AccountDeletionRequest)),
     modifiers(&BearerAuth, &ProblemDetails),
 )]
 pub struct ApiDoc;
@@ -145,7 +148,7 @@ mod tests {
     use super::*;
     use crate::domain::FieldError;
     use crate::domain::profile::ProfileChanges;
-    use crate::domain::registration::{LoginAttempt, Registration};
+    use crate::domain::registration::{AccountDeletion, LoginAttempt, Registration};
     use serde_json::{Map, Value, json};
 
     type Parser = fn(Map<String, Value>) -> Result<(), Vec<FieldError>>;
@@ -206,13 +209,16 @@ mod tests {
     #[test]
     fn body_schemas_agree_with_the_parsers() {
         let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let parsers: [(&str, Parser); 3] = [
+        let parsers: [(&str, Parser); 4] = [
             ("RegisterRequest", |m| {
                 Registration::from_json(m).map(|_| ())
             }),
             ("LoginRequest", |m| LoginAttempt::from_json(m).map(|_| ())),
             ("ProfileUpdateRequest", |m| {
                 ProfileChanges::from_json(m).map(|_| ())
+            }),
+            ("AccountDeletionRequest", |m| {
+                AccountDeletion::from_json(m).map(|_| ())
             }),
         ];
         for (name, parse) in parsers {

@@ -9,12 +9,13 @@ use super::error::ApiError;
 use super::extract::{JsonObject, RequestId};
 use super::representation::{IfMatch, UserResponse, etag, parse_if_match};
 use crate::app;
-use crate::app::login::{LoginContext, LoginError};
+use crate::app::erasure::EraseError;
+use crate::app::login::{LoginContext, LoginError, Refusal};
 use crate::app::profile::UpdateError;
 use crate::app::register::RegisterError;
 use crate::domain::UserRow;
 use crate::domain::profile::ProfileChanges;
-use crate::domain::registration::{LoginAttempt, Registration};
+use crate::domain::registration::{AccountDeletion, LoginAttempt, Registration};
 use crate::store::Precondition;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -201,6 +202,73 @@ fn hashing_busy() -> ApiError {
 )]
 pub async fn get_me(current: CurrentUser) -> Response {
     user_with_etag(StatusCode::OK, &current.row)
+}
+
+/// Body of `DELETE /me`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeletionRequest {
+    /// The caller's current password: a token alone erases nothing.
+    #[schema(max_length = 128)]
+    pub password: String,
+}
+
+/// Erases the caller's account (GDPR art. 17): the profile, the credentials and the
+/// data key go, the history keeps its shape with `[erased]` values. Then the account
+/// answers as one that never existed, and the email can register again.
+#[utoipa::path(
+    delete, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = [])),
+    request_body = AccountDeletionRequest,
+    responses(
+        (status = 204, description = "Erased"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 401, description = "Missing, invalid or expired token"),
+        (status = 403, description = "Wrong password, or too many wrong passwords (the login's budgets), or an account status that does not allow it"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "No password, or unknown fields"),
+        (status = 503, description = "Data store unavailable, or password checking at capacity"),
+    )
+)]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientAddress,
+    request_id: RequestId,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let deletion = AccountDeletion::from_json(body).map_err(ApiError::Validation)?;
+    let context = LoginContext {
+        store: state.store.as_ref(),
+        passwords: &state.passwords,
+        clock: &state.clock,
+        turns: &state.turns,
+    };
+    app::erasure::erase_own_account(
+        &context,
+        &current.row,
+        deletion.password,
+        &client.0.to_string(),
+        request_id.0,
+    )
+    .await
+    .map_err(|err| match err {
+        EraseError::Password(LoginError::Refused(Refusal::Throttled(_))) => {
+            ApiError::Forbidden("too many wrong passwords for this account; try again later".into())
+        }
+        EraseError::Password(LoginError::Refused(_)) => {
+            ApiError::Forbidden("the password does not match".into())
+        }
+        EraseError::Password(LoginError::Busy) => hashing_busy(),
+        EraseError::Password(LoginError::Store(store)) | EraseError::Store(store) => store.into(),
+        EraseError::Password(LoginError::Internal(cause)) => ApiError::Internal(cause),
+        EraseError::NotFound(_) => ApiError::Unauthorized {
+            detail: "the token's user does not exist".into(),
+            invalid_token: true,
+        },
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Partially updates the caller's names; returns the refetched user.

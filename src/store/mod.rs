@@ -17,6 +17,7 @@
 pub mod cassandra;
 pub mod codec;
 pub mod embedded;
+pub mod keys;
 pub mod schema;
 pub mod sealing;
 
@@ -92,6 +93,10 @@ pub enum StoreError {
     /// The schema is missing or older than this build.
     #[error("schema not ready: {0}")]
     SchemaMissing(String),
+    /// The configured key-encryption keys cannot open this store's data keys: a wrong
+    /// `KILLRVIDEO_KEY_ENCRYPTION_KEY`, refused at start-up (exit 2).
+    #[error("{0}")]
+    WrongKey(String),
     /// Anything else: a bug, or data that does not decode.
     #[error("store failure: {context}")]
     Internal {
@@ -262,6 +267,24 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Ids of users whose stored `account_status` is `status`, at most `limit`.
     async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Erasure, step 2 (`app::erasure`): deletes the user's data key, from this
+    /// process's cache too. What it sealed can no longer be opened.
+    async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError>;
+
+    /// Erasure, step 3: deletes the credentials of `email_key` if they are this user's,
+    /// the guess budgets of `email_key`, then the users row with its search terms
+    /// (last, since its email is what finds the rest after a crash).
+    async fn delete_account(
+        &self,
+        user_id: Uuid,
+        email_key: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Erasure, step 4: overwrites the personal values that the user's events hold in
+    /// plain text (schema version 1, written before sealing) with `[erased]`, the one
+    /// exception to the log's immutability. Returns how many events it overwrote.
+    async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError>;
 
     /// Takes the lease `name` for `owner` unless another owner holds it; a lease not
     /// released lapses after `ttl`. `true` when `owner` holds it now.

@@ -79,6 +79,12 @@ impl Kek {
         Ok(Self::from_bytes(key))
     }
 
+    /// The KEK in standard base64, as [`Kek::from_base64`] reads it: only for the
+    /// development KEK the embedded store keeps beside its database.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.key)
+    }
+
     /// A random KEK: for development only, since every data key it wraps is lost with
     /// the process.
     pub fn random() -> Self {

@@ -49,7 +49,7 @@ async fn unknown_routes_and_methods_are_problems(backend: Backend) {
     problem(missing, StatusCode::NOT_FOUND).await;
     let wrong_method = app
         .client
-        .delete(app.url("/api/v1/users/me"))
+        .patch(app.url("/api/v1/users/me"))
         .send()
         .await
         .unwrap();

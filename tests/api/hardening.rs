@@ -573,6 +573,7 @@ async fn the_embedded_store_is_durable_by_default(backend: Backend) {
         let relaxed = killrvideo_users::store::embedded::EmbeddedStore::open_with(
             dir.path(),
             killrvideo_users::store::embedded::SyncMode::Normal,
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(relaxed.synchronous().await.unwrap(), 1, "the opt-in");

@@ -7,6 +7,7 @@ mod auth;
 mod concurrency;
 mod contract;
 mod cors;
+mod erasure;
 mod export;
 mod foundation;
 mod hardening;

@@ -25,6 +25,18 @@ pub const JWT_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 /// Password used by [`TestApp::register_user`].
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The key-encryption key of every Cassandra store the tests open, in process and in
+/// the binaries they run, so that all of them open each other's data keys. (The
+/// embedded stores use the development KEK kept in their data directory.)
+pub const TEST_KEK: &str = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=";
+
+/// [`TEST_KEK`] as store settings.
+pub fn test_kek() -> killrvideo_users::store::keys::KekSettings {
+    killrvideo_users::store::keys::KekSettings::with(
+        killrvideo_users::store::sealing::Kek::from_base64(TEST_KEK).expect("a valid KEK"),
+    )
+}
+
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -75,6 +87,7 @@ pub fn cassandra_options(keyspace: &str, request_timeout: Duration) -> Cassandra
         replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
         request_timeout,
         speculative_delay: Duration::from_millis(200),
+        kek: test_kek(),
     }
 }
 
@@ -518,6 +531,7 @@ impl TestApp {
                     .map_or_else(cassandra_contact_points, |o| o.contact_points.clone());
                 command
                     .env("KILLRVIDEO_STORE", "cassandra")
+                    .env("KILLRVIDEO_KEY_ENCRYPTION_KEY", TEST_KEK)
                     .env("KILLRVIDEO_CASSANDRA_KEYSPACE", &self.keyspace)
                     .env(
                         "KILLRVIDEO_CASSANDRA_CONTACT_POINTS",
@@ -579,6 +593,125 @@ impl TestApp {
                     .expect("raw CQL");
             }
         }
+    }
+
+    /// The user's events as the database holds them, read past the service (SQL or CQL
+    /// through the driver): `(event id, schema version, payload)`, oldest first.
+    pub async fn raw_payloads(&self, user_id: Uuid) -> Vec<(Uuid, i32, String)> {
+        match &self.raw {
+            Raw::Embedded(store) => {
+                let connection = rusqlite::Connection::open(store.path()).expect("open sqlite");
+                let mut statement = connection
+                    .prepare(
+                        "SELECT event_id, schema_version, payload FROM user_events \
+                         WHERE userid = ?1 ORDER BY event_time, event_id",
+                    )
+                    .unwrap();
+                statement
+                    .query_map([user_id.to_string()], |row| {
+                        Ok((
+                            Uuid::parse_str(&row.get::<_, String>(0)?).unwrap(),
+                            row.get(1)?,
+                            row.get(2)?,
+                        ))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            Raw::Cassandra(store) => {
+                let result = store
+                    .session()
+                    .query_unpaged(
+                        format!(
+                            "SELECT event_id, schema_version, payload FROM {}.user_events \
+                             WHERE userid = ? ORDER BY event_id ASC",
+                            self.keyspace
+                        ),
+                        (user_id,),
+                    )
+                    .await
+                    .expect("raw CQL");
+                result
+                    .into_rows_result()
+                    .unwrap()
+                    .rows::<(scylla::value::CqlTimeuuid, i32, String)>()
+                    .unwrap()
+                    .map(|row| {
+                        let (id, version, payload) = row.unwrap();
+                        (Uuid::from(id), version, payload)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every row of `user_keys`, read past the service: `(user id, wrapped key)`.
+    pub async fn raw_wrapped_keys(&self) -> Vec<(Uuid, Vec<u8>)> {
+        match &self.raw {
+            Raw::Embedded(store) => {
+                let connection = rusqlite::Connection::open(store.path()).expect("open sqlite");
+                let mut statement = connection
+                    .prepare("SELECT userid, wrapped FROM user_keys")
+                    .unwrap();
+                statement
+                    .query_map([], |row| {
+                        Ok((
+                            Uuid::parse_str(&row.get::<_, String>(0)?).unwrap(),
+                            row.get(1)?,
+                        ))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            Raw::Cassandra(store) => {
+                let result = store
+                    .session()
+                    .query_unpaged(
+                        format!("SELECT userid, wrapped FROM {}.user_keys", self.keyspace),
+                        (),
+                    )
+                    .await
+                    .expect("raw CQL");
+                result
+                    .into_rows_result()
+                    .unwrap()
+                    .rows::<(Uuid, Vec<u8>)>()
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+        }
+    }
+
+    /// The KEKs the app's store uses: the development KEK of its data directory on
+    /// SQLite, [`TEST_KEK`] on Cassandra.
+    pub fn key_ring(&self) -> killrvideo_users::store::sealing::KeyRing {
+        use killrvideo_users::store::sealing::{Kek, KeyRing};
+        let kek = match &self.raw {
+            Raw::Embedded(store) => {
+                let dir = store.path().parent().expect("data dir");
+                let text = std::fs::read_to_string(
+                    dir.join(killrvideo_users::store::keys::DEVELOPMENT_KEK_FILE),
+                )
+                .expect("the development KEK");
+                Kek::from_base64(&text).unwrap()
+            }
+            Raw::Cassandra(_) => Kek::from_base64(TEST_KEK).unwrap(),
+        };
+        KeyRing::new(kek, Vec::new())
+    }
+
+    /// DELETE /me with a JSON body.
+    pub async fn delete_me(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .delete(self.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("DELETE")
     }
 
     /// Drops an isolated test keyspace (no-op on SQLite, whose directory is temporary).

@@ -72,10 +72,12 @@ impl ProjectionStore for CassandraStore {
             .await
             .map_err(|err| StoreError::unavailable(err.to_string()))?;
         let rows = pager.rows_stream::<EventRow>().map_err(internal)?;
+        // Each event opened with its user's key, cached: a user's events come one after
+        // the other, so a key is read once per user.
         Ok(rows
-            .map(|row| {
-                row.map_err(|err| StoreError::unavailable(err.to_string()))
-                    .and_then(EventEnvelope::try_from)
+            .then(move |row| async move {
+                let row = row.map_err(|err| StoreError::unavailable(err.to_string()))?;
+                self.open_row(row, false).await
             })
             .boxed())
     }

@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_login_budgets.cql",
         cql: include_str!("../../../migrations/cassandra/0009_login_budgets.cql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_user_keys.cql",
+        cql: include_str!("../../../migrations/cassandra/0010_user_keys.cql"),
+    },
 ];
 
 /// How long a migration lease lives if its holder dies without releasing it.

@@ -22,6 +22,7 @@
 //! - `session.rs`: the driver session and its supervisor.
 
 mod jobs;
+mod keys;
 mod login_budgets;
 pub mod migrate;
 mod rows;
@@ -72,6 +73,8 @@ pub struct CassandraOptions {
     pub request_timeout: Duration,
     /// How long an idempotent statement waits before it is also sent to the next replica.
     pub speculative_delay: Duration,
+    /// The key-encryption keys of the users' data keys.
+    pub kek: crate::store::keys::KekSettings,
 }
 
 /// The Cassandra store.
@@ -87,6 +90,10 @@ pub struct CassandraStore {
     job_statements: Arc<std::sync::RwLock<HashMap<String, Arc<jobs::TableStatements>>>>,
     /// The keyspace, for the jobs' DDL.
     keyspace: String,
+    /// The KEKs and the cache of data keys.
+    keys: Arc<crate::store::keys::DataKeys>,
+    /// Whether this process has recorded its KEK in `key_encryption_keys`.
+    kek_registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Classifies a driver error: anything that means "could not get an answer" is
@@ -227,12 +234,16 @@ impl CassandraStore {
     pub async fn connect(options: &CassandraOptions) -> Result<Self, StoreError> {
         let session = open_session(options).await?;
         migrate::ensure_migrated(&session, &options.keyspace).await?;
+        let keys = crate::store::keys::DataKeys::new(options.kek.ring(None)?);
+        keys.check_registered(&keys::registered_keks(&session, &options.keyspace).await?)?;
         let statements = Statements::prepare(&session, &options.keyspace).await?;
         let store = Self {
             session: Arc::new(ArcSwap::from_pointee(session)),
             statements: Arc::new(statements),
             job_statements: Arc::default(),
             keyspace: options.keyspace.clone(),
+            keys: Arc::new(keys),
+            kek_registered: Arc::default(),
         };
         tokio::spawn(session::supervise(
             Arc::downgrade(&store.session),
@@ -273,9 +284,10 @@ impl CassandraStore {
     /// The plain write: event and projection in one logged batch (one mutation, as both
     /// are on the user's partition).
     async fn append_plain(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let stored = self.seal(envelope).await?;
         let mut writes = vec![(
             &self.statements.insert_event,
-            rows::insert_event_values(envelope),
+            rows::insert_event_values(stored, envelope),
         )];
         writes.extend(projection_writes(&self.statements.project, envelope)?);
         self.write_batch(BatchType::Logged, writes).await
@@ -395,6 +407,9 @@ impl UserStore for CassandraStore {
         if !claimed {
             return Err(StoreError::Conflict("email already registered".into()));
         }
+        // The key before the first event it seals. A crash in between leaves a key
+        // for a user with no events, which nothing reads.
+        self.create_data_key(registered.user_id).await?;
         self.append_plain(registered).await
     }
 
@@ -586,11 +601,80 @@ impl UserStore for CassandraStore {
         }
         .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
-        let mut events = Vec::new();
-        for row in rows.rows::<EventRow>().map_err(internal)? {
-            events.push(EventEnvelope::try_from(row.map_err(internal)?)?);
+        let rows = rows
+            .rows::<EventRow>()
+            .map_err(internal)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        // The key as stored now, not as cached: a history read right after an erasure
+        // (on any instance) must not open values with a key that was just deleted.
+        self.open_user_rows(user_id, rows, true).await
+    }
+
+    async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError> {
+        self.remove_data_key(user_id).await
+    }
+
+    async fn delete_account(
+        &self,
+        user_id: Uuid,
+        email_key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let session = self.session();
+        if let Some(email_key) = email_key {
+            session
+                .execute_unpaged(&self.statements.delete_credentials_of, (email_key, user_id))
+                .await
+                .map_err(classify)?;
+            session
+                .execute_unpaged(&self.statements.delete_budgets, (email_key,))
+                .await
+                .map_err(classify)?;
         }
-        Ok(events)
+        // Later than every cell: the row's cells carry their events' times, which are
+        // all before now (erasure follows them).
+        let at = Utc::now().timestamp_micros();
+        session
+            .execute_unpaged(&self.statements.delete_user_row, (at, user_id))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        let session = self.session();
+        let result = session
+            .execute_unpaged(&self.statements.select_all_events, (user_id,))
+            .await
+            .map_err(classify)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        let mut overwritten = 0;
+        for row in rows.rows::<EventRow>().map_err(internal)? {
+            let stored = crate::store::codec::StoredEvent::from(row.map_err(internal)?);
+            let written_at = stored.written_at.unwrap_or_default();
+            let payload = stored.plain_values_erased().map_err(|err| {
+                StoreError::internal_from(format!("event {} does not decode", stored.event_id), err)
+            })?;
+            if let Some(payload) = payload {
+                // One microsecond after the payload's own write time, so that it wins
+                // over the plain value whatever the clocks: the event's write time
+                // reads one microsecond later afterwards (docs/consistency.md).
+                session
+                    .execute_unpaged(
+                        &self.statements.overwrite_payload,
+                        (
+                            written_at + 1,
+                            payload,
+                            user_id,
+                            CqlTimeuuid::from(stored.event_id),
+                        ),
+                    )
+                    .await
+                    .map_err(classify)?;
+                overwritten += 1;
+            }
+        }
+        Ok(overwritten)
     }
 }
 

@@ -216,20 +216,9 @@ impl From<EventRow> for StoredEvent {
     }
 }
 
-impl TryFrom<EventRow> for EventEnvelope {
-    type Error = StoreError;
-    fn try_from(row: EventRow) -> Result<Self, StoreError> {
-        let event_id = Uuid::from(row.event_id);
-        EventEnvelope::try_from(StoredEvent::from(row)).map_err(|err| {
-            StoreError::internal_from(format!("event {event_id} does not decode"), err)
-        })
-    }
-}
-
 /// The bound values of an event's insert ([`EVENT_INSERT_COLUMNS`], then `head` and the
 /// write time).
-pub(super) fn insert_event_values(envelope: &EventEnvelope) -> BoundValues {
-    let stored = StoredEvent::from(envelope);
+pub(super) fn insert_event_values(stored: StoredEvent, envelope: &EventEnvelope) -> BoundValues {
     vec![
         Some(CqlValue::Uuid(stored.user_id)),
         Some(CqlValue::Timeuuid(stored.event_id.into())),

@@ -46,6 +46,21 @@ pub(super) struct Statements {
     pub(super) select_users_with_status: PreparedStatement,
     pub(super) acquire_lease: PreparedStatement,
     pub(super) release_lease: PreparedStatement,
+    /// A user's wrapped data key.
+    pub(super) select_data_key: PreparedStatement,
+    /// A new user's data key (a plain insert: the user id is new).
+    pub(super) insert_data_key: PreparedStatement,
+    /// The data key of a user registered before keys existed: first writer wins.
+    pub(super) insert_data_key_if_absent: PreparedStatement,
+    pub(super) delete_data_key: PreparedStatement,
+    pub(super) register_kek: PreparedStatement,
+    /// Erasure: the credentials of an email, if they are the erased user's.
+    pub(super) delete_credentials_of: PreparedStatement,
+    pub(super) delete_budgets: PreparedStatement,
+    pub(super) delete_user_row: PreparedStatement,
+    /// Every event of a user, oldest first: what erasure overwrites.
+    pub(super) select_all_events: PreparedStatement,
+    pub(super) overwrite_payload: PreparedStatement,
 }
 
 impl Statements {
@@ -198,6 +213,51 @@ impl Statements {
             .await?,
             release_lease: prepare("DELETE FROM leases WHERE name = ? IF owner = ?".into(), false)
                 .await?,
+            select_data_key: prepare_read(
+                "SELECT kek_id, wrapped FROM user_keys WHERE userid = ?".into(),
+            )
+            .await?,
+            // The same bytes again on a retry: idempotent.
+            insert_data_key: prepare(
+                "INSERT INTO user_keys (userid, kek_id, wrapped) VALUES (?, ?, ?)".into(),
+                true,
+            )
+            .await?,
+            insert_data_key_if_absent: prepare(
+                "INSERT INTO user_keys (userid, kek_id, wrapped) VALUES (?, ?, ?) IF NOT EXISTS"
+                    .into(),
+                false,
+            )
+            .await?,
+            delete_data_key: prepare("DELETE FROM user_keys WHERE userid = ?".into(), true).await?,
+            register_kek: prepare(
+                "INSERT INTO key_encryption_keys (kek_id, registered_at) VALUES (?, toTimestamp(now()))"
+                    .into(),
+                true,
+            )
+            .await?,
+            // Sent twice, it deletes nothing more: idempotent in effect.
+            delete_credentials_of: prepare(
+                "DELETE FROM user_credentials WHERE email = ? IF userid = ?".into(),
+                true,
+            )
+            .await?,
+            delete_budgets: prepare("DELETE FROM login_budgets WHERE email = ?".into(), true).await?,
+            delete_user_row: prepare(
+                "DELETE FROM users USING TIMESTAMP ? WHERE userid = ?".into(),
+                true,
+            )
+            .await?,
+            select_all_events: prepare_read(format!(
+                "SELECT {EVENT_COLUMNS} FROM user_events WHERE userid = ?"
+            ))
+            .await?,
+            overwrite_payload: prepare(
+                "UPDATE user_events USING TIMESTAMP ? SET payload = ? WHERE userid = ? AND event_id = ?"
+                    .into(),
+                true,
+            )
+            .await?,
         })
     }
 }

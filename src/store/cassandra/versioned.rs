@@ -6,7 +6,6 @@ use super::rows::{EventRow, projection_writes};
 use super::{CassandraStore, LwtAnswer, classify, internal, outcome_unknown};
 use crate::domain::events::EventEnvelope;
 use crate::store::StoreError;
-use crate::store::codec::StoredEvent;
 use scylla::value::{CqlTimeuuid, CqlValue};
 use uuid::Uuid;
 
@@ -22,7 +21,7 @@ impl CassandraStore {
         envelope: &EventEnvelope,
         expected: Uuid,
     ) -> Result<(), StoreError> {
-        let stored = StoredEvent::from(envelope);
+        let stored = self.seal(envelope).await?;
         let values = (
             stored.event_type.as_str(),
             stored.schema_version,
@@ -143,12 +142,14 @@ impl CassandraStore {
             .await
             .map_err(classify)?;
         let rows = result.into_rows_result().map_err(internal)?;
-        let (mut events, mut head) = (Vec::new(), None);
-        for row in rows.rows::<EventRow>().map_err(internal)? {
-            let row = row.map_err(internal)?;
-            head = row.head.map(Uuid::from);
-            events.push(EventEnvelope::try_from(row)?);
-        }
+        let rows = rows
+            .rows::<EventRow>()
+            .map_err(internal)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let head = rows.last().and_then(|row| row.head).map(Uuid::from);
+        // The writer's own key, cached: only an authenticated user's writes get here.
+        let events = self.open_user_rows(user_id, rows, false).await?;
         Ok((events, head))
     }
 }

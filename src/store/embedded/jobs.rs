@@ -96,6 +96,7 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn scan_events(&self, range: ScanRange) -> Result<EventStream<'_>, StoreError> {
         let (low, high) = (bucket_bound(range.start), bucket_bound(range.end));
+        let keys = std::sync::Arc::clone(&self.keys);
         Ok(paged(self.clone(), move |c, after| {
             // Keyset cursor: "userid|event_time|event_id" of the last row of the page.
             let (user, time, id) = match after
@@ -123,14 +124,13 @@ impl ProjectionStore for EmbeddedStore {
                         row.get::<_, i64>(7)?,
                         row.get::<_, String>(1)?
                     );
-                    Ok((key, decode_event(row)?))
+                    Ok((key, stored_event(row)?))
                 })?;
-            let mut keyed = Vec::new();
-            for row in rows {
-                let (key, event) = row?;
-                keyed.push((key, event?));
-            }
-            Ok(keyed)
+            let (cursors, stored): (Vec<String>, Vec<_>) =
+                rows.collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+            // Cached keys: a job reads many users, each once.
+            let events = super::keys::open_events(c, &keys, stored, false)?;
+            Ok(cursors.into_iter().zip(events).collect())
         }))
     }
 

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_login_budgets.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_user_keys.sql"),
+    ),
 ];
 
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {

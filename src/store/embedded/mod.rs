@@ -32,13 +32,15 @@ use uuid::Uuid;
 mod checkpoint;
 mod database_thread;
 mod jobs;
+mod keys;
 mod login_budgets;
 mod migrate;
 mod rows;
 mod versioned;
 
+use crate::store::keys::{DataKeys, KekSettings};
 use login_budgets::{LoginSweep, read_all_budgets, read_budget, write_budget};
-use rows::{USER_COLUMNS, append_in, decode_event, load_row, read_cells, uuid_column};
+use rows::{USER_COLUMNS, append_in, load_row, read_cells, stored_event, uuid_column};
 use versioned::append_checked;
 
 /// File name of the database inside the data directory.
@@ -57,6 +59,8 @@ pub struct EmbeddedStore {
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// When expired guess budgets were last deleted.
     login_sweep: Arc<LoginSweep>,
+    /// The KEKs and the cache of data keys.
+    keys: Arc<DataKeys>,
     path: PathBuf,
 }
 
@@ -112,13 +116,19 @@ impl SyncMode {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database in `data_dir` and migrates it, durable.
+    /// Opens (creating if needed) the database in `data_dir` and migrates it, durable,
+    /// with the development KEK kept in `data_dir` (see [`KekSettings::ring`]).
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(data_dir, SyncMode::Full)
+        Self::open_with(data_dir, SyncMode::Full, &KekSettings::default())
     }
 
-    /// [`EmbeddedStore::open`] with a chosen durability.
-    pub fn open_with(data_dir: &Path, sync: SyncMode) -> Result<Self, StoreError> {
+    /// [`EmbeddedStore::open`] with a chosen durability and KEKs. Refuses, with
+    /// [`StoreError::WrongKey`], KEKs of which none has wrapped the keys stored here.
+    pub fn open_with(
+        data_dir: &Path,
+        sync: SyncMode,
+        kek: &KekSettings,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
             StoreError::unavailable(format!(
                 "cannot create data directory {}: {err}",
@@ -141,9 +151,14 @@ impl EmbeddedStore {
         // enough for the hot rows and the tails of the event log avoids those reads.
         connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted content is zeroed, not left in free pages: an erased user's data key
+        // must not survive its row in the file (docs/security.md).
+        connection.pragma_update(None, "secure_delete", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
         migrate::migrate(&mut connection)?;
+        let keys = DataKeys::new(kek.ring(Some(data_dir))?);
+        keys.check_registered(&keys::registered_keks(&connection)?)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(&path)?;
@@ -163,6 +178,7 @@ impl EmbeddedStore {
             readers,
             next_reader: Arc::default(),
             login_sweep: Arc::default(),
+            keys: Arc::new(keys),
             path,
         })
     }
@@ -253,6 +269,7 @@ impl UserStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let credentials = credentials.clone();
         let registered = registered.clone();
+        let keys = Arc::clone(&self.keys);
         // One write of the database thread: atomic, and committed when it returns Ok.
         self.database
             .write(move |tx| {
@@ -270,7 +287,7 @@ impl UserStore for EmbeddedStore {
                 if claimed == 0 {
                     return Err(StoreError::Conflict("email already registered".into()));
                 }
-                append_in(tx, &registered)
+                append_in(tx, &keys, &registered)
             })
             .await
     }
@@ -281,8 +298,9 @@ impl UserStore for EmbeddedStore {
         precondition: Precondition,
     ) -> Result<(), StoreError> {
         let event = event.clone();
+        let keys = Arc::clone(&self.keys);
         self.database
-            .write(move |tx| append_checked(tx, &event, precondition))
+            .write(move |tx| append_checked(tx, &keys, &event, precondition))
             .await
     }
 
@@ -292,11 +310,12 @@ impl UserStore for EmbeddedStore {
         precondition: Precondition,
     ) -> Result<Option<UserRow>, StoreError> {
         let event = event.clone();
+        let keys = Arc::clone(&self.keys);
         // One write of the database thread: the refetch reads the row back inside the
         // write's own transaction, after its update, rather than in a later batch.
         self.database
             .write(move |tx| {
-                append_checked(tx, &event, precondition)?;
+                append_checked(tx, &keys, &event, precondition)?;
                 Ok(load_row(tx, event.user_id)?
                     .filter(UserRow::is_registered)
                     .map(UserRow::without_search))
@@ -498,6 +517,7 @@ impl UserStore for EmbeddedStore {
         user_id: Uuid,
         page: EventPage,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let keys = Arc::clone(&self.keys);
         self.with_reader(move |c| {
             let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
             let (before_time, before_id) = match page.before {
@@ -510,16 +530,80 @@ impl UserStore for EmbeddedStore {
                  WHERE userid = ?1 AND (event_time, event_id) < (?2, ?3)
                  ORDER BY event_time DESC, event_id DESC LIMIT ?4",
             )?;
-            let rows = statement.query_map(
-                params![user_id.to_string(), before_time, before_id, limit],
-                decode_event,
-            )?;
-            let mut events = Vec::new();
-            for row in rows {
-                events.push(row??);
-            }
-            Ok(events)
+            let stored = statement
+                .query_map(
+                    params![user_id.to_string(), before_time, before_id, limit],
+                    stored_event,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            // The key as stored now, not as cached: a history read right after an
+            // erasure must not open values with a key that was just deleted.
+            keys::open_events(c, &keys, stored, true)
         })
         .await
+    }
+
+    async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError> {
+        let keys = Arc::clone(&self.keys);
+        self.database
+            .write(move |tx| keys::delete_key(tx, &keys, user_id))
+            .await
+    }
+
+    async fn delete_account(
+        &self,
+        user_id: Uuid,
+        email_key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let email_key = email_key.map(str::to_owned);
+        self.database
+            .write(move |tx| {
+                let user = user_id.to_string();
+                if let Some(email_key) = &email_key {
+                    tx.prepare_cached(
+                        "DELETE FROM user_credentials WHERE email = ?1 AND userid = ?2",
+                    )?
+                    .execute(params![email_key, user])?;
+                    tx.prepare_cached("DELETE FROM login_budgets WHERE email = ?1")?
+                        .execute([email_key])?;
+                }
+                tx.prepare_cached("DELETE FROM users_search_terms WHERE userid = ?1")?
+                    .execute([&user])?;
+                tx.prepare_cached("DELETE FROM users WHERE userid = ?1")?
+                    .execute([&user])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        self.database
+            .write(move |tx| {
+                let stored = tx
+                    .prepare_cached(
+                        "SELECT userid, event_id, event_type, schema_version, payload, actor, request_id
+                         FROM user_events WHERE userid = ?1 AND schema_version = ?2",
+                    )?
+                    .query_map(
+                        params![user_id.to_string(), crate::domain::events::PLAIN_SCHEMA_VERSION],
+                        stored_event,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut overwritten = 0;
+                for event in stored {
+                    let payload = event.plain_values_erased().map_err(|err| {
+                        StoreError::internal_from(format!("event {} does not decode", event.event_id), err)
+                    })?;
+                    if let Some(payload) = payload {
+                        tx.prepare_cached(
+                            "UPDATE user_events SET payload = ?1 WHERE userid = ?2 AND event_id = ?3",
+                        )?
+                        .execute(params![payload, user_id.to_string(), event.event_id.to_string()])?;
+                        overwritten += 1;
+                    }
+                }
+                Ok(overwritten)
+            })
+            .await
     }
 }

@@ -4,7 +4,8 @@
 use crate::domain::events::EventEnvelope;
 use crate::domain::projection::{CellValue, Column, project};
 use crate::domain::user::{Cell, UserRow};
-use crate::store::codec::StoredEvent;
+use crate::store::codec::{StoredEvent, needs_data_key};
+use crate::store::keys::DataKeys;
 use crate::store::schema::{sqlite_terms_table, sqlite_users_columns};
 use crate::store::{StoreError, USERS_TABLE};
 use chrono::{DateTime, Utc};
@@ -179,9 +180,19 @@ pub(super) fn column_values(
     }
 }
 
-/// Inserts the event and projects it, inside the caller's transaction.
-pub(super) fn append_in(tx: &Connection, envelope: &EventEnvelope) -> Result<(), StoreError> {
-    let stored = StoredEvent::from(envelope);
+/// Inserts the event, its personal values sealed with the user's data key, and
+/// projects it in clear, inside the caller's transaction.
+pub(super) fn append_in(
+    tx: &Connection,
+    keys: &DataKeys,
+    envelope: &EventEnvelope,
+) -> Result<(), StoreError> {
+    let key = match needs_data_key(envelope) {
+        true => Some(super::keys::data_key_for_write(tx, keys, envelope.user_id)?),
+        false => None,
+    };
+    let stored = StoredEvent::seal(envelope, key.as_deref())
+        .map_err(|err| StoreError::internal_from("cannot seal the event", err))?;
     tx.prepare_cached(
         "INSERT INTO user_events (userid, event_time, event_id, event_type, schema_version, payload, actor, request_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -311,15 +322,4 @@ pub(super) fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEv
         request_id: row.get(6)?,
         written_at: None,
     })
-}
-
-/// Reads and decodes an event row; a row that does not decode is an error of its own,
-/// so that one bad event fails the read that met it.
-pub(super) fn decode_event(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<Result<EventEnvelope, StoreError>> {
-    let stored = stored_event(row)?;
-    let event_id = stored.event_id;
-    Ok(EventEnvelope::try_from(stored)
-        .map_err(|err| StoreError::internal_from(format!("event {event_id} does not decode"), err)))
 }

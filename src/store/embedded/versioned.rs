@@ -3,6 +3,7 @@
 
 use super::rows::{append_in, load_row};
 use crate::domain::events::EventEnvelope;
+use crate::store::keys::DataKeys;
 use crate::store::{Precondition, StoreError};
 use rusqlite::Connection;
 
@@ -10,6 +11,7 @@ use rusqlite::Connection;
 /// queued before this one are already visible to the check.
 pub(super) fn append_checked(
     tx: &Connection,
+    keys: &DataKeys,
     event: &EventEnvelope,
     precondition: Precondition,
 ) -> Result<(), StoreError> {
@@ -21,5 +23,5 @@ pub(super) fn append_checked(
             ));
         }
     }
-    append_in(tx, event)
+    append_in(tx, keys, event)
 }
