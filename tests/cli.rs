@@ -36,6 +36,12 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         ("KILLRVIDEO_LISTEN", "localhost", "serve"),
         ("KILLRVIDEO_JWT_TTL", "forever", "serve"),
         ("KILLRVIDEO_JWT_SECRET", "short", "serve"),
+        ("KILLRVIDEO_KEY_ENCRYPTION_KEY", "c2hvcnQ=", "serve"),
+        (
+            "KILLRVIDEO_OLD_KEY_ENCRYPTION_KEYS",
+            "not base64!",
+            "migrate",
+        ),
         ("KILLRVIDEO_LOG_FORMAT", "xml", "serve"),
         ("KILLRVIDEO_CASSANDRA_KEYSPACE", "bad-name", "migrate"),
         (
@@ -70,7 +76,7 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         assert!(lines[0].contains(variable), "{stderr}");
         assert!(lines[0].contains("expected"), "{stderr}");
         assert!(!stderr.contains("panicked"));
-        if variable == "KILLRVIDEO_JWT_SECRET" {
+        if variable == "KILLRVIDEO_JWT_SECRET" || variable.contains("KEY_ENCRYPTION") {
             assert!(!stderr.contains(value), "the secret is not echoed");
         }
     }
@@ -105,7 +111,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
     assert!(third.status.success());
     let stdout = String::from_utf8_lossy(&third.stdout);
     assert!(
-        stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        stdout.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{stdout}"
     );
 
@@ -134,6 +140,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
         assert_eq!(
             tables,
             [
+                "key_encryption_keys",
                 "leases",
                 "login_budgets",
                 "projection_checkpoints",
@@ -141,6 +148,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
                 "schema_migrations",
                 "user_credentials",
                 "user_events",
+                "user_keys",
                 "users"
             ]
         );
@@ -156,7 +164,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
             .rows::<(i32,)>()
             .unwrap()
             .count();
-        assert_eq!(versions, 9);
+        assert_eq!(versions, 10);
         session
             .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
             .await
@@ -620,4 +628,190 @@ fn shed_load_is_summarised_in_the_log_not_logged_per_request() {
         .filter(|l| l.contains("finished processing request") && l.contains("status=503"))
         .count();
     assert_eq!(per_request, 0, "no line per shed request");
+}
+
+/// Two KEKs, in the form `KILLRVIDEO_KEY_ENCRYPTION_KEY` takes.
+fn two_keks() -> (String, String) {
+    use base64::Engine;
+    let encode = |bytes: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    (encode([1; 32]), encode([2; 32]))
+}
+
+/// Registers a user with Zora Quince's names through a store opened with `kek`.
+async fn register_under(store: &dyn killrvideo_users::store::UserStore) -> uuid::Uuid {
+    use killrvideo_users::domain::events::{Actor, EventEnvelope, UserEvent, UserRegistered};
+    let user_id = uuid::Uuid::new_v4();
+    let credentials = killrvideo_users::store::Credentials {
+        email_key: format!("{user_id}@example.org"),
+        password_hash: "not-a-hash".into(),
+        user_id,
+        account_locked: false,
+    };
+    let registered = EventEnvelope::new(
+        user_id,
+        killrvideo_users::clock::EventClock::new().next_event_id(),
+        Actor::User(user_id),
+        None,
+        UserEvent::UserRegistered(UserRegistered {
+            email: format!("{user_id}@example.org"),
+            firstname: "Zora".into(),
+            lastname: "Quince".into(),
+            account_status: "viewer".into(),
+        }),
+    );
+    store.register(&credentials, &registered).await.unwrap();
+    user_id
+}
+
+fn kek_settings(current: &str, old: &[&str]) -> killrvideo_users::store::keys::KekSettings {
+    use killrvideo_users::store::sealing::Kek;
+    killrvideo_users::store::keys::KekSettings {
+        current: Some(Kek::from_base64(current).unwrap()),
+        old: old.iter().map(|k| Kek::from_base64(k).unwrap()).collect(),
+    }
+}
+
+/// A wrong KEK is refused at start-up with exit 2 and one line; after a rotation, the
+/// old KEK configured beside the new one opens what it wrapped. `backend_env` points
+/// the binary at the store; `open` opens it in process with the given KEKs.
+fn wrong_kek_and_rotation(
+    backend_env: &[(&str, String)],
+    open: impl Fn(
+        killrvideo_users::store::keys::KekSettings,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = killrvideo_users::store::SharedStore>>,
+    >,
+) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (old, new) = two_keks();
+    let first = runtime.block_on(async {
+        let store = open(kek_settings(&old, &[])).await;
+        register_under(store.as_ref()).await
+    });
+    let binary = |args: &[&str], kek: Option<&str>, old_keks: Option<&str>| {
+        let mut command = command();
+        command.args(args);
+        for (key, value) in backend_env {
+            command.env(key, value);
+        }
+        if let Some(kek) = kek {
+            command.env("KILLRVIDEO_KEY_ENCRYPTION_KEY", kek);
+        }
+        if let Some(old_keks) = old_keks {
+            command.env("KILLRVIDEO_OLD_KEY_ENCRYPTION_KEYS", old_keks);
+        }
+        command.output().expect("run the binary")
+    };
+
+    // The wrong KEK, for the server and for a job: exit 2, one line, no key echoed.
+    let user = first.to_string();
+    for args in [vec!["serve"], vec!["history", user.as_str()]] {
+        let output = binary(&args, Some(&new), None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(
+            lines[0].contains("KILLRVIDEO_KEY_ENCRYPTION_KEY"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&new) && !stderr.contains(&old), "{stderr}");
+        assert!(output.stdout.is_empty(), "no output: {:?}", output.stdout);
+    }
+
+    // Rotated: the new KEK current, the old one for reading. The old user's values
+    // open; a new user's key is wrapped by the new KEK.
+    let second = runtime.block_on(async {
+        let store = open(kek_settings(&new, &[&old])).await;
+        register_under(store.as_ref()).await
+    });
+    for user in [first, second] {
+        let output = binary(&["history", &user.to_string()], Some(&new), Some(&old));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("Zora") && stdout.contains("Quince"),
+            "{stdout}"
+        );
+    }
+    // The new KEK alone now knows the store (it has wrapped a key), but not the first
+    // user's key: that read fails, it never shows garbage.
+    let output = binary(&["history", &first.to_string()], Some(&new), None);
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("Zora"));
+}
+
+#[test]
+fn embedded_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    wrong_kek_and_rotation(
+        &[("KILLRVIDEO_DATA_DIR", path.display().to_string())],
+        move |kek| {
+            let path = path.clone();
+            Box::pin(async move {
+                let store = killrvideo_users::store::embedded::EmbeddedStore::open_with(
+                    &path,
+                    killrvideo_users::store::embedded::SyncMode::Full,
+                    &kek,
+                )
+                .unwrap();
+                Arc::new(store) as killrvideo_users::store::SharedStore
+            })
+        },
+    );
+}
+
+#[test]
+fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
+    use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
+    let keyspace = unique_keyspace("kek");
+    let options = CassandraOptions {
+        contact_points: contact_points().split(',').map(str::to_owned).collect(),
+        keyspace: keyspace.clone(),
+        local_dc: None,
+        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        request_timeout: Duration::from_secs(10),
+        speculative_delay: Duration::from_millis(200),
+        kek: Default::default(),
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(migrate::migrate(&options))
+        .expect("migrate a keyspace (scripts/cassandra start)");
+    let env = [
+        ("KILLRVIDEO_STORE", "cassandra".to_owned()),
+        ("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", contact_points()),
+        ("KILLRVIDEO_CASSANDRA_KEYSPACE", keyspace.clone()),
+        ("KILLRVIDEO_LISTEN", "127.0.0.1:0".to_owned()),
+    ];
+    wrong_kek_and_rotation(&env, move |kek| {
+        let options = CassandraOptions {
+            kek,
+            ..options.clone()
+        };
+        Box::pin(async move {
+            Arc::new(CassandraStore::connect(&options).await.unwrap())
+                as killrvideo_users::store::SharedStore
+        })
+    });
+    let options = CassandraOptions {
+        keyspace: keyspace.clone(),
+        contact_points: contact_points().split(',').map(str::to_owned).collect(),
+        local_dc: None,
+        replication: String::new(),
+        request_timeout: Duration::from_secs(10),
+        speculative_delay: Duration::from_millis(200),
+        kek: Default::default(),
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let session = killrvideo_users::store::cassandra::open_session(&options)
+            .await
+            .unwrap();
+        let _ = migrate::drop_keyspace(&session, &keyspace).await;
+    });
 }

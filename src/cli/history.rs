@@ -60,10 +60,13 @@ pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let Some(current) = store.find_user(user_id).await? else {
-        return Err(CliError::Failed(format!("no user {user_id}")));
-    };
     let events = audit_trail::all_events(store.as_ref(), user_id).await?;
+    // An erased user has no row but still a log: its skeleton is listed.
+    let current = match store.find_user(user_id).await? {
+        Some(current) => current,
+        None if !events.is_empty() => crate::domain::UserRow::empty(user_id),
+        None => return Err(CliError::Failed(format!("no user {user_id}"))),
+    };
     let audited: Vec<audit_trail::AuditedEvent> = events
         .iter()
         .map(|e| audit_trail::AuditedEvent::new(e, &current))

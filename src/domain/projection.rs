@@ -421,4 +421,66 @@ mod tests {
             );
         }
     }
+
+    mod any_order {
+        use super::*;
+        use crate::domain::events::{ERASED, UserErased};
+        use proptest::prelude::*;
+
+        /// One event of a random history: what it is, and when.
+        fn event(user: Uuid) -> impl Strategy<Value = EventEnvelope> {
+            let name = prop::sample::select(vec!["Ann", "Bo", "Cy", ERASED]);
+            let kind = prop_oneof![
+                (name.clone(), name.clone()).prop_map(|(first, last)| UserEvent::UserRegistered(
+                    UserRegistered {
+                        email: format!("{first}@x.io"),
+                        firstname: first.into(),
+                        lastname: last.into(),
+                        account_status: "viewer".into(),
+                    }
+                )),
+                (prop::option::of(name.clone()), prop::option::of(name))
+                    .prop_map(|(first, last)| rename(first, last)),
+                Just(UserEvent::AccountStatusChanged(AccountStatusChanged {
+                    account_status: FieldChange {
+                        from: None,
+                        to: "moderator".into(),
+                    },
+                })),
+                Just(UserEvent::UserErased(UserErased {})),
+            ];
+            (kind, 1i64..50, any::<bool>()).prop_map(move |(kind, second, shredded)| {
+                let mut envelope = envelope(user, second * 1_000_000, kind);
+                // An event read without its key (the erasure's step 2 done).
+                envelope.shredded = shredded && second % 7 == 0;
+                envelope
+            })
+        }
+
+        proptest! {
+            /// For any history, with erasures or without: whatever the order the
+            /// events come in, the row is the same; and a history with an erasure (or
+            /// a lost key) has none.
+            #[test]
+            fn any_order_gives_the_same_row_and_erased_users_have_none(
+                (events, order) in prop::collection::vec(event(Uuid::from_u128(7)), 1..12)
+                    .prop_flat_map(|events| {
+                        let n = events.len();
+                        (Just(events), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+                    })
+            ) {
+                let user = Uuid::from_u128(7);
+                let shuffled: Vec<EventEnvelope> =
+                    order.iter().map(|&i| events[i].clone()).collect();
+                let row = expected_row(user, &events);
+                prop_assert_eq!(&row, &expected_row(user, &shuffled));
+                let erased = events.iter().any(|e| {
+                    e.shredded || matches!(e.event, UserEvent::UserErased(_))
+                });
+                if erased {
+                    prop_assert_eq!(row, None);
+                }
+            }
+        }
+    }
 }
