@@ -471,6 +471,52 @@ async fn an_erasure_cut_short_at_any_step_is_finished_by_repair(backend: Backend
     app.drop_keyspace().await;
 }
 
+/// On SQLite, the erased key's bytes are gone from the database file and the WAL
+/// (`secure_delete`, then a truncating checkpoint): what docs/security.md promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_an_erased_key_is_gone_from_the_database_files() {
+    let app = spawn_isolated_app(Backend::Embedded).await;
+    let user = app.register_user().await;
+    let others = app.register_user().await;
+    let wrapped = app
+        .raw_wrapped_keys()
+        .await
+        .into_iter()
+        .find(|(id, _)| *id == user.id)
+        .expect("the user's key")
+        .1;
+    let files = |app: &TestApp| {
+        let crate::support::Raw::Embedded(store) = &app.raw else {
+            unreachable!()
+        };
+        let path = store.path().to_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+            bytes.extend(wal);
+        }
+        bytes
+    };
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    // The sealed part of the wrapped key: random bytes no other data repeats.
+    let needle = &wrapped[wrapped.len() - 32..];
+    assert!(
+        contains(&files(&app), needle),
+        "the key is in the files before"
+    );
+    assert_eq!(
+        app.delete_me(&user.token, &json!({"password": PASSWORD}))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        !contains(&files(&app), needle),
+        "the key is gone from the files after"
+    );
+    assert!(app.row(others.id).await.is_some());
+}
+
 backend_tests!(
     the_log_holds_no_personal_value_in_any_encoding,
     an_erased_account_answers_as_one_that_never_existed,

@@ -547,7 +547,27 @@ impl UserStore for EmbeddedStore {
         let keys = Arc::clone(&self.keys);
         self.database
             .write(move |tx| keys::delete_key(tx, &keys, user_id))
-            .await
+            .await?;
+        // `secure_delete` zeroed the key in the page the delete wrote; the page as it
+        // was is still in the database file (until a checkpoint copies the new one over
+        // it) and perhaps in older frames of the WAL. A truncating checkpoint does both
+        // now: erasures are rare, and this one waits for no reader.
+        let busy = self
+            .database
+            .exclusive(|c| {
+                Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })?)
+            })
+            .await?;
+        if busy != 0 {
+            tracing::warn!(
+                %user_id,
+                "a reader held the WAL: the erased data key stays in the WAL file until the \
+                 next checkpoint that catches up (within seconds)"
+            );
+        }
+        Ok(())
     }
 
     async fn delete_account(
