@@ -301,6 +301,8 @@ impl UserEvent {
                 values.push((names.1, &mut change.to));
             }
         }
+        const FIRSTNAME: (&str, &str) = ("firstname.from", "firstname.to");
+        const LASTNAME: (&str, &str) = ("lastname.from", "lastname.to");
         let mut values = Vec::new();
         match self {
             UserEvent::UserRegistered(e) => {
@@ -309,29 +311,13 @@ impl UserEvent {
                 values.push(("lastname", &mut e.lastname));
             }
             UserEvent::ProfileUpdated(e) => {
-                change(
-                    &mut values,
-                    ("firstname.from", "firstname.to"),
-                    &mut e.firstname,
-                );
-                change(
-                    &mut values,
-                    ("lastname.from", "lastname.to"),
-                    &mut e.lastname,
-                );
+                change(&mut values, FIRSTNAME, &mut e.firstname);
+                change(&mut values, LASTNAME, &mut e.lastname);
             }
             UserEvent::ProjectionRepaired(e) => {
                 change(&mut values, ("email.from", "email.to"), &mut e.email);
-                change(
-                    &mut values,
-                    ("firstname.from", "firstname.to"),
-                    &mut e.firstname,
-                );
-                change(
-                    &mut values,
-                    ("lastname.from", "lastname.to"),
-                    &mut e.lastname,
-                );
+                change(&mut values, FIRSTNAME, &mut e.firstname);
+                change(&mut values, LASTNAME, &mut e.lastname);
             }
             UserEvent::UserLoggedIn(_)
             | UserEvent::AccountStatusChanged(_)

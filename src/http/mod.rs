@@ -109,6 +109,18 @@ pub struct AppState {
     pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
+impl AppState {
+    /// What a password check needs: a login's, or an account deletion's.
+    pub fn login_context(&self) -> crate::app::login::LoginContext<'_> {
+        crate::app::login::LoginContext {
+            store: self.store.as_ref(),
+            passwords: &self.passwords,
+            clock: &self.clock,
+            turns: &self.turns,
+        }
+    }
+}
+
 /// Overload protection for `bounded`: a request past `max_in_flight` is shed at once
 /// with 503 instead of queueing, and none runs longer than `request_timeout`. The
 /// `probes` are merged outside the bound: a saturated instance is still alive, and

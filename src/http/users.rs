@@ -10,7 +10,7 @@ use super::extract::{JsonObject, RequestId};
 use super::representation::{IfMatch, UserResponse, etag, parse_if_match};
 use crate::app;
 use crate::app::erasure::EraseError;
-use crate::app::login::{LoginContext, LoginError, Refusal};
+use crate::app::login::{LoginError, Refusal};
 use crate::app::profile::UpdateError;
 use crate::app::register::RegisterError;
 use crate::domain::UserRow;
@@ -149,12 +149,7 @@ pub async fn login(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let attempt = LoginAttempt::from_json(body).map_err(ApiError::Validation)?;
-    let context = LoginContext {
-        store: state.store.as_ref(),
-        passwords: &state.passwords,
-        clock: &state.clock,
-        turns: &state.turns,
-    };
+    let context = state.login_context();
     let row = app::login::login(&context, attempt, &client.0.to_string(), request_id.0)
         .await
         .map_err(|err| match err {
@@ -239,12 +234,7 @@ pub async fn delete_me(
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let deletion = AccountDeletion::from_json(body).map_err(ApiError::Validation)?;
-    let context = LoginContext {
-        store: state.store.as_ref(),
-        passwords: &state.passwords,
-        clock: &state.clock,
-        turns: &state.turns,
-    };
+    let context = state.login_context();
     app::erasure::erase_own_account(
         &context,
         &current.row,
