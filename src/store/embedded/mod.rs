@@ -151,9 +151,6 @@ impl EmbeddedStore {
         // enough for the hot rows and the tails of the event log avoids those reads.
         connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
-        // Deleted content is zeroed, not left in free pages: an erased user's data key
-        // must not survive its row in the file (docs/security.md).
-        connection.pragma_update(None, "secure_delete", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
         migrate::migrate(&mut connection)?;
@@ -546,7 +543,7 @@ impl UserStore for EmbeddedStore {
     async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError> {
         let keys = Arc::clone(&self.keys);
         self.database
-            .write(move |tx| keys::delete_key(tx, &keys, user_id))
+            .write(move |tx| keys::securely(tx, |tx| keys::delete_key(tx, &keys, user_id)))
             .await?;
         // `secure_delete` zeroed the key in the page the delete wrote; the page as it
         // was is still in the database file (until a checkpoint copies the new one over
@@ -578,27 +575,29 @@ impl UserStore for EmbeddedStore {
         let email_key = email_key.map(str::to_owned);
         self.database
             .write(move |tx| {
-                let user = user_id.to_string();
-                if let Some(email_key) = &email_key {
-                    tx.prepare_cached(
-                        "DELETE FROM user_credentials WHERE email = ?1 AND userid = ?2",
-                    )?
-                    .execute(params![email_key, user])?;
-                    tx.prepare_cached("DELETE FROM login_budgets WHERE email = ?1")?
-                        .execute([email_key])?;
-                }
-                tx.prepare_cached("DELETE FROM users_search_terms WHERE userid = ?1")?
-                    .execute([&user])?;
-                tx.prepare_cached("DELETE FROM users WHERE userid = ?1")?
-                    .execute([&user])?;
-                Ok(())
+                keys::securely(tx, |tx| {
+                    let user = user_id.to_string();
+                    if let Some(email_key) = &email_key {
+                        tx.prepare_cached(
+                            "DELETE FROM user_credentials WHERE email = ?1 AND userid = ?2",
+                        )?
+                        .execute(params![email_key, user])?;
+                        tx.prepare_cached("DELETE FROM login_budgets WHERE email = ?1")?
+                            .execute([email_key])?;
+                    }
+                    tx.prepare_cached("DELETE FROM users_search_terms WHERE userid = ?1")?
+                        .execute([&user])?;
+                    tx.prepare_cached("DELETE FROM users WHERE userid = ?1")?
+                        .execute([&user])?;
+                    Ok(())
+                })
             })
             .await
     }
 
     async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError> {
         self.database
-            .write(move |tx| {
+            .write(move |tx| keys::securely(tx, |tx| {
                 let stored = tx
                     .prepare_cached(
                         "SELECT userid, event_id, event_type, schema_version, payload, actor, request_id
@@ -623,7 +622,7 @@ impl UserStore for EmbeddedStore {
                     }
                 }
                 Ok(overwritten)
-            })
+            }))
             .await
     }
 }
