@@ -104,8 +104,7 @@ pub(super) fn delete_key(
 /// Runs an erasure's deletes and overwrites with `secure_delete` on: the content they
 /// remove is zeroed in the pages they write, not left in free space, so an erased
 /// user's key or values do not survive in the file (docs/security.md). Only for
-/// erasure: on every write it cost the embedded PUT path measurably
-/// (docs/performance.md, "Crypto-shredding").
+/// erasure: every other write has nothing secret to zero, and need not pay for it.
 pub(super) fn securely<T>(
     tx: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
