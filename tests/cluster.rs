@@ -173,6 +173,24 @@ async fn wait_until_nodes_up(app: &TestApp, up: usize, within: Duration) -> Dura
     }
 }
 
+/// Polls `/readyz` until it answers 200; how long that took. Panics with the last
+/// answer if it has not within `within`.
+async fn ready_within(app: &TestApp, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = match app.client.get(app.url("/readyz")).send().await {
+            Ok(r) if r.status() == StatusCode::OK => return started.elapsed(),
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            started.elapsed() < within,
+            "/readyz did not answer 200 within {within:?}; last: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// What a request of the steady load was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -706,9 +724,12 @@ async fn cluster_one_node_killed_and_restarted_converges() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     cluster_ok(&["kill", "3"]).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "a quorum is up");
+    // Until the coordinators convict node 3 (phi 5: about 10 s here, longer on a loaded
+    // machine), a quorum read that picks it as a replica waits out the readiness
+    // timeout, so `/readyz` may answer 503 at first. Once node 3 is known down, two of
+    // three replicas answer and the service is ready again.
+    let ready_after_kill = ready_within(&app, Duration::from_secs(45)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let restart = Instant::now();
     cluster_ok(&["start"]).await;
     let restarted_in = restart.elapsed();
@@ -745,6 +766,7 @@ async fn cluster_one_node_killed_and_restarted_converges() {
         "cluster: one node killed, restarted",
         &counts,
         json!({
+            "readyz_200_after_kill_ms": ready_after_kill.as_millis() as u64,
             "restart_ms": restarted_in.as_millis() as u64,
             "recovery_ms": seen_in.as_millis() as u64,
             "events_missing_on_restarted_node": behind_at_first,
@@ -1019,7 +1041,9 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
                     .await
             }
         })
-        .buffer_unordered(64)
+        // Each registration is a lightweight transaction and three writes; 64 at once
+        // on three nodes sharing two cores timed out in CI (2 s), 16 keep every node busy.
+        .buffer_unordered(16)
         .collect()
         .await;
     // A thousand users with a longer history: two updates each, through the service.

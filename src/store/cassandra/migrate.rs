@@ -124,7 +124,7 @@ async fn run(session: &Session, cql: &str) -> Result<(), StoreError> {
         .map(|_| ())
         .map_err(|err| match classify(err) {
             unavailable @ StoreError::Unavailable { .. } => unavailable,
-            other => ddl_error(format!("`{cql}`: {other}")),
+            other => ddl_error(format!("`{cql}`: {}", other.report())),
         })
 }
 
@@ -180,6 +180,11 @@ pub async fn migrate(options: &CassandraOptions) -> Result<MigrationReport, Stor
         )
         .await?;
     }
+    // `CREATE KEYSPACE IF NOT EXISTS` answers at once, without a schema change the
+    // driver would wait on, when another process created the keyspace through another
+    // coordinator; the next statement can then reach a node that has not heard of it
+    // yet ("keyspace does not exist", caught by the cluster test in CI). Agreement first.
+    agree_on_schema(&session).await?;
     run(
         &session,
         &format!(
