@@ -102,8 +102,13 @@ impl ProjectionStore for CassandraStore {
         if table != USERS_TABLE {
             validate_table_name(table)
                 .map_err(|accepts| internal(format!("invalid table `{table}`: {accepts}")))?;
+            // DDL settles slowly on a loaded node: the schema statement timeout, not
+            // the request path's 2 s (a rebuild timed out here in CI).
             self.session()
-                .query_unpaged(cassandra_users_table(&self.keyspace, table), ())
+                .query_unpaged(
+                    super::migrate::schema_statement(cassandra_users_table(&self.keyspace, table)),
+                    (),
+                )
                 .await
                 .map_err(classify)?;
         }

@@ -111,7 +111,7 @@ const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A schema statement (of the migration, or a clean-up dropping a keyspace), with the
 /// schema statement timeout.
-fn schema_statement(cql: impl Into<String>) -> Statement {
+pub(crate) fn schema_statement(cql: impl Into<String>) -> Statement {
     let mut statement = Statement::new(cql.into());
     statement.set_request_timeout(Some(SCHEMA_STATEMENT_TIMEOUT));
     statement
