@@ -117,10 +117,20 @@ async fn a_distributed_guesser_meets_the_account_ceiling(backend: Backend) {
             .collect();
         statuses.extend(at_once(&app, logins).await);
     }
+    // Sixteen logins racing for one account's budget can lose a Paxos round past the
+    // contention timeout on a loaded machine: that guess is answered 503, unchecked,
+    // and the spare addresses still reach the ceiling.
+    let unavailable = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
     assert!(
-        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::SERVICE_UNAVAILABLE),
         "{statuses:?}"
     );
+    assert!(unavailable <= 12, "a few at most: {statuses:?}");
     let evaluated = app.passwords.verifications() - before;
     assert_eq!(
         evaluated,
