@@ -117,20 +117,21 @@ async fn a_distributed_guesser_meets_the_account_ceiling(backend: Backend) {
             .collect();
         statuses.extend(at_once(&app, logins).await);
     }
-    // Sixteen logins racing for one account's budget can lose a Paxos round past the
-    // contention timeout on a loaded machine: that guess is answered 503, unchecked,
-    // and the spare addresses still reach the ceiling.
+    // On Cassandra, sixteen logins racing for one account's budget can lose a Paxos
+    // round past the contention timeout on a loaded machine: that guess is answered
+    // 503, unchecked, and the spare addresses still reach the ceiling. The embedded
+    // store has no such race, so it is held to none.
     let unavailable = statuses
         .iter()
         .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
         .count();
-    assert!(
-        statuses
-            .iter()
-            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::SERVICE_UNAVAILABLE),
-        "{statuses:?}"
-    );
-    assert!(unavailable <= 12, "a few at most: {statuses:?}");
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused + unavailable, statuses.len(), "{statuses:?}");
+    let contention_allowance = if backend == Backend::Cassandra { 12 } else { 0 };
+    assert!(unavailable <= contention_allowance, "{statuses:?}");
     let evaluated = app.passwords.verifications() - before;
     assert_eq!(
         evaluated,

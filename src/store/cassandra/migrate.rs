@@ -109,8 +109,8 @@ fn ddl_error(err: impl std::fmt::Display) -> StoreError {
 /// fail on a loaded server.
 const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A schema statement (of the migration, or a clean-up dropping a keyspace), with the
-/// schema statement timeout.
+/// A schema statement (of the migration, a rebuild's target table, or a clean-up
+/// dropping a keyspace), with the schema statement timeout.
 pub(crate) fn schema_statement(cql: impl Into<String>) -> Statement {
     let mut statement = Statement::new(cql.into());
     statement.set_request_timeout(Some(SCHEMA_STATEMENT_TIMEOUT));
