@@ -517,6 +517,109 @@ async fn embedded_an_erased_key_is_gone_from_the_database_files() {
     assert!(app.row(others.id).await.is_some());
 }
 
+/// Reads and writes the Cassandra node has coordinated on each table of `app`'s
+/// keyspace, as its own metrics count them (`system_views.coordinator_read_latency`
+/// and `coordinator_write_latency`): `(table, "read" | "write")` to a count.
+async fn coordinated(app: &TestApp) -> std::collections::BTreeMap<(String, &'static str), i64> {
+    let crate::support::Raw::Cassandra(store) = &app.raw else {
+        unreachable!("Cassandra only")
+    };
+    let session = store.session();
+    let mut counts = std::collections::BTreeMap::new();
+    for (view, kind) in [
+        ("coordinator_read_latency", "read"),
+        ("coordinator_write_latency", "write"),
+    ] {
+        let rows = session
+            .query_unpaged(
+                format!(
+                    "SELECT table_name, count FROM system_views.{view} WHERE keyspace_name = ?"
+                ),
+                (app.keyspace.as_str(),),
+            )
+            .await
+            .expect("read the node's table metrics")
+            .into_rows_result()
+            .expect("rows");
+        for row in rows.rows::<(String, i64)>().expect("typed rows") {
+            let (table, count) = row.expect("row");
+            counts.insert((table, kind), count);
+        }
+    }
+    counts
+}
+
+/// What changed between two [`coordinated`] readings, without the zeros.
+fn coordinated_since(
+    before: &std::collections::BTreeMap<(String, &'static str), i64>,
+    after: &std::collections::BTreeMap<(String, &'static str), i64>,
+) -> Vec<(String, &'static str, i64)> {
+    after
+        .iter()
+        .map(|((table, kind), count)| {
+            let was = before.get(&(table.clone(), *kind)).copied().unwrap_or(0);
+            (table.clone(), *kind, count - was)
+        })
+        .filter(|(_, _, delta)| *delta != 0)
+        .collect()
+}
+
+/// The issue's cost rule: with the user's data key cached, a PUT is the same three
+/// statements as before sealing (the auth read, the logged batch of event and
+/// projection, the refetch), and reads no key. Counted by the real node, in a keyspace
+/// of this test's own; a second instance, whose cache is cold, shows that the count
+/// does see a key read when there is one. (The metrics are one node's: the test server
+/// of `scripts/cassandra` is one node, the coordinator of every statement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cassandra_a_warm_put_reads_no_key() {
+    let app = spawn_isolated_app(Backend::Cassandra).await;
+    let user = app.register_user().await;
+    async fn put(app: &TestApp, token: &str, firstname: &str) {
+        let response = app.put_me(token, &json!({"firstname": firstname})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The first write reads the key registration stored, and caches it.
+    put(&app, &user.token, "Warming").await;
+    let before = coordinated(&app).await;
+    put(&app, &user.token, "Warm").await;
+    let after = coordinated(&app).await;
+    assert_eq!(
+        app.row(user.id).await.expect("row").firstname(),
+        Some("Warm")
+    );
+    let warm = coordinated_since(&before, &after);
+    let entry = |table: &str, kind: &'static str, count| (table.to_owned(), kind, count);
+    assert_eq!(
+        warm,
+        [
+            entry("user_events", "write", 1),
+            entry("users", "read", 2),
+            entry("users", "write", 1),
+        ],
+        "a warm PUT: the auth read and the refetch of the users row, and one batch \
+         writing the event and the projection; no key read"
+    );
+    let cold_instance = crate::support::spawn_instance_beside(&app).await;
+    let before = coordinated(&app).await;
+    put(&cold_instance, &user.token, "Cold").await;
+    let after = coordinated(&app).await;
+    assert_eq!(
+        app.row(user.id).await.expect("row").firstname(),
+        Some("Cold")
+    );
+    assert_eq!(
+        coordinated_since(&before, &after),
+        [
+            entry("user_events", "write", 1),
+            entry("user_keys", "read", 1),
+            entry("users", "read", 2),
+            entry("users", "write", 1),
+        ],
+        "an instance that has not cached the key reads it once"
+    );
+    app.drop_keyspace().await;
+}
+
 backend_tests!(
     the_log_holds_no_personal_value_in_any_encoding,
     an_erased_account_answers_as_one_that_never_existed,
