@@ -262,30 +262,25 @@ impl DataKey {
     /// Opens what [`DataKey::seal`] sealed for the same event and field, in either
     /// format.
     pub fn open(&self, event_id: Uuid, field: &str, sealed: &str) -> Result<String, SealingError> {
-        let (encoded, nonce_bytes) = if let Some(encoded) = sealed.strip_prefix(SEALED_PREFIX) {
-            (encoded, GCM_NONCE_BYTES)
-        } else if let Some(encoded) = sealed.strip_prefix(XCHACHA_SEALED_PREFIX) {
-            (encoded, NONCE_BYTES)
-        } else {
-            return Err(SealingError::Malformed);
-        };
+        let (format, encoded) = SealedFormat::of(sealed).ok_or(SealingError::Malformed)?;
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| SealingError::Malformed)?;
-        if bytes.len() < nonce_bytes {
+        if bytes.len() < format.nonce_bytes() {
             return Err(SealingError::Malformed);
         }
-        let (nonce, ciphertext) = bytes.split_at(nonce_bytes);
+        let (nonce, ciphertext) = bytes.split_at(format.nonce_bytes());
         let payload = Payload {
             msg: ciphertext,
             aad: &field_aad(event_id, field),
         };
-        let plain = match nonce_bytes {
-            GCM_NONCE_BYTES => {
-                let nonce: [u8; GCM_NONCE_BYTES] = nonce.try_into().expect("split at its length");
+        let plain = match format {
+            SealedFormat::Aes256Gcm => {
+                let nonce: [u8; GCM_NONCE_BYTES] =
+                    nonce.try_into().map_err(|_| SealingError::Malformed)?;
                 Aes256Gcm::new(&self.0.into()).decrypt(&nonce.into(), payload)
             }
-            _ => cipher(&self.0).decrypt(&xnonce(nonce), payload),
+            SealedFormat::XChaCha20Poly1305 => cipher(&self.0).decrypt(&xnonce(nonce), payload),
         }
         .map_err(|_| SealingError::DoesNotOpen)?;
         String::from_utf8(plain).map_err(|_| SealingError::Malformed)
@@ -295,7 +290,35 @@ impl DataKey {
 /// Whether a stored value is a sealed one (as opposed to plain text written before
 /// sealing existed).
 pub fn is_sealed(value: &str) -> bool {
-    value.starts_with(SEALED_PREFIX) || value.starts_with(XCHACHA_SEALED_PREFIX)
+    SealedFormat::of(value).is_some()
+}
+
+/// The formats of a sealed value, told apart by their prefix.
+#[derive(Debug, Clone, Copy)]
+enum SealedFormat {
+    /// `kv2.`: written now.
+    Aes256Gcm,
+    /// `kv1.`: the first version's, only opened.
+    XChaCha20Poly1305,
+}
+
+impl SealedFormat {
+    /// The format of `sealed`, and what follows its prefix.
+    fn of(sealed: &str) -> Option<(Self, &str)> {
+        match sealed.strip_prefix(SEALED_PREFIX) {
+            Some(rest) => Some((Self::Aes256Gcm, rest)),
+            None => sealed
+                .strip_prefix(XCHACHA_SEALED_PREFIX)
+                .map(|rest| (Self::XChaCha20Poly1305, rest)),
+        }
+    }
+
+    fn nonce_bytes(self) -> usize {
+        match self {
+            Self::Aes256Gcm => GCM_NONCE_BYTES,
+            Self::XChaCha20Poly1305 => NONCE_BYTES,
+        }
+    }
 }
 
 fn cipher(key: &[u8; KEY_BYTES]) -> XChaCha20Poly1305 {
