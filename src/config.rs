@@ -6,6 +6,7 @@ use crate::store::cassandra::CassandraOptions;
 use crate::store::keys::KekSettings;
 use crate::store::schema::validate_identifier;
 use crate::store::sealing::Kek;
+use crate::telemetry::LogFormat;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,7 +52,8 @@ pub struct StoreArgs {
     /// `embedded` (SQLite under --data-dir) or `cassandra`.
     #[arg(long = "store", env = "KILLRVIDEO_STORE", default_value = "embedded")]
     pub store: String,
-    /// The embedded store's directory.
+    /// The data directory: the embedded store's database, and for either store the
+    /// development key-encryption key when none is configured.
     #[arg(
         long = "data-dir",
         env = "KILLRVIDEO_DATA_DIR",
@@ -227,7 +229,11 @@ impl StoreArgs {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(KekSettings { current, old })
+        Ok(KekSettings {
+            current,
+            old,
+            development_dir: Some(self.data_dir.clone()),
+        })
     }
 
     /// Validates the store settings.
@@ -526,15 +532,6 @@ pub fn parse_cors_origins(raw: &str) -> Result<crate::http::CorsOrigins, ConfigE
         origins.push(value);
     }
     Ok(crate::http::CorsOrigins(origins))
-}
-
-/// `json` or `pretty`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line, for machines.
-    Json,
-    /// Human-readable.
-    Pretty,
 }
 
 /// Parses `KILLRVIDEO_LOG_FORMAT`.

@@ -28,3 +28,6 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layering;

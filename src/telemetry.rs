@@ -1,7 +1,15 @@
 //! Structured logs through `tracing`; `RUST_LOG` filters as usual (default `info`).
 
-use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written: `KILLRVIDEO_LOG_FORMAT` (parsed in `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for machines.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
 
 /// Installs the global subscriber, writing to stderr. Safe to call more than once (tests).
 pub fn init(format: LogFormat) {

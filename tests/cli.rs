@@ -262,12 +262,10 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
     );
 }
 
-/// Starts `serve` on the embedded store with extra environment; returns the child and
-/// its port once `/readyz` answers.
-fn serve_embedded(
-    data_dir: &std::path::Path,
-    extra: &[(&str, &str)],
-) -> (std::process::Child, u16) {
+/// Starts `serve` with this data directory and extra environment (the embedded store
+/// unless `extra` names another); returns the child and its port once `/readyz`
+/// answers.
+fn serve_in(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> (std::process::Child, u16) {
     let port = free_port();
     let mut command = command();
     command
@@ -335,8 +333,7 @@ fn sigterm_lets_in_flight_requests_finish() {
     // tower_http logs at debug when the server begins a request: SIGTERM is sent only
     // once all of them have begun, not after a guessed delay (a request still on its
     // way in may rightly be refused).
-    let (mut child, port) =
-        serve_embedded(data_dir.path(), &[("RUST_LOG", "info,tower_http=debug")]);
+    let (mut child, port) = serve_in(data_dir.path(), &[("RUST_LOG", "info,tower_http=debug")]);
     let (started, finished) = count_registrations(child.stderr.take().expect("stderr"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let statuses = runtime.block_on(async {
@@ -410,7 +407,7 @@ fn logs_never_contain_passwords_tokens_or_the_secret() {
     let secret = "log-test-secret-log-test-secret-log-test";
     let password = "Sup3r-S3cret-Passw0rd";
     let wrong_password = "Wr0ng-Passw0rd-Attempt";
-    let (mut child, port) = serve_embedded(
+    let (mut child, port) = serve_in(
         data_dir.path(),
         &[
             ("KILLRVIDEO_JWT_SECRET", secret),
@@ -566,7 +563,7 @@ fn the_readme_quick_start_command_serves() {
 #[test]
 fn shed_load_is_summarised_in_the_log_not_logged_per_request() {
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = serve_embedded(
+    let (mut child, port) = serve_in(
         data_dir.path(),
         &[("KILLRVIDEO_MAX_IN_FLIGHT", "1"), ("RUST_LOG", "info")],
     );
@@ -668,6 +665,7 @@ fn kek_settings(current: &str, old: &[&str]) -> killrvideo_users::store::keys::K
     killrvideo_users::store::keys::KekSettings {
         current: Some(Kek::from_base64(current).unwrap()),
         old: old.iter().map(|k| Kek::from_base64(k).unwrap()).collect(),
+        development_dir: None,
     }
 }
 
@@ -809,6 +807,143 @@ fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
         kek: Default::default(),
     };
     tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let session = killrvideo_users::store::cassandra::open_session(&options)
+            .await
+            .unwrap();
+        let _ = migrate::drop_keyspace(&session, &keyspace).await;
+    });
+}
+
+/// The README's "Running against Cassandra" steps with no key-encryption key: `serve`,
+/// register, stop, `serve` again and log in, then `verify`. The development KEK is kept
+/// in the data directory, so the second process opens what the first one sealed.
+#[test]
+fn cassandra_without_a_kek_keeps_a_development_key_across_restarts() {
+    use killrvideo_users::store::cassandra::{CassandraOptions, migrate};
+    let keyspace = unique_keyspace("devkek");
+    let data_dir = tempfile::tempdir().unwrap();
+    let options = CassandraOptions {
+        contact_points: contact_points().split(',').map(str::to_owned).collect(),
+        keyspace: keyspace.clone(),
+        local_dc: None,
+        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        request_timeout: Duration::from_secs(10),
+        speculative_delay: Duration::from_millis(200),
+        kek: Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(migrate::migrate(&options))
+        .expect("migrate a keyspace (scripts/cassandra start)");
+    let env = [
+        ("KILLRVIDEO_STORE", "cassandra".to_owned()),
+        ("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", contact_points()),
+        ("KILLRVIDEO_CASSANDRA_KEYSPACE", keyspace.clone()),
+        // One JWT secret for both processes, so the first one's token is not the point.
+        (
+            "KILLRVIDEO_JWT_SECRET",
+            "dev-key-test-secret-dev-key-test-secret".to_owned(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let client = reqwest::Client::new();
+    let email = format!("{}@example.org", uuid::Uuid::new_v4().simple());
+    let credentials = serde_json::json!({"email": email, "password": "correct horse battery"});
+
+    // First process: register (which creates and wraps the user's data key).
+    let (mut first, port) = serve_in(data_dir.path(), &env);
+    let registered = runtime.block_on(async {
+        let mut body = credentials.clone();
+        body["firstname"] = "Dora".into();
+        body["lastname"] = "Keeper".into();
+        client
+            .post(format!("http://127.0.0.1:{port}/api/v1/users/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(registered, 201);
+    assert!(terminate(&mut first).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let key_file = data_dir
+        .path()
+        .join(killrvideo_users::store::keys::DEVELOPMENT_KEK_FILE);
+    assert!(
+        stderr.contains("KILLRVIDEO_KEY_ENCRYPTION_KEY is not set")
+            && stderr.contains(&key_file.display().to_string()),
+        "a loud warning naming the file: {stderr}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner reads the key");
+    }
+
+    // Second process: the same account logs in and reads its sealed names.
+    let (mut second, port) = serve_in(data_dir.path(), &env);
+    let me = runtime.block_on(async {
+        let login: serde_json::Value = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/users/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().expect("a token").to_owned();
+        client
+            .get(format!("http://127.0.0.1:{port}/api/v1/users/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    assert_eq!(me["firstname"], "Dora", "{me}");
+    assert_eq!(me["lastname"], "Keeper", "{me}");
+    assert!(terminate(&mut second).success());
+
+    // A job with no key configured opens the same data keys: verify finds no drift.
+    let mut verify = command();
+    verify
+        .arg("verify")
+        .env("KILLRVIDEO_DATA_DIR", data_dir.path());
+    for (key, value) in &env {
+        verify.env(key, value);
+    }
+    let output = verify.output().expect("run verify");
+    assert!(
+        output.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Without the file, a new development key cannot open this keyspace: refused with
+    // one line, exit 2, as a wrong KEK is.
+    std::fs::remove_file(&key_file).unwrap();
+    let output = command()
+        .arg("history")
+        .arg(uuid::Uuid::new_v4().to_string())
+        .env("KILLRVIDEO_DATA_DIR", data_dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run history");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    runtime.block_on(async {
         let session = killrvideo_users::store::cassandra::open_session(&options)
             .await
             .unwrap();

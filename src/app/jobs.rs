@@ -16,7 +16,6 @@ use crate::store::{
 };
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -73,70 +72,100 @@ impl RebuildReport {
     }
 }
 
-/// Progress shown while a job runs: a bar on a terminal, log lines otherwise.
+/// How far a running job has got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobProgress {
+    /// Ranges finished so far.
+    pub ranges_done: u64,
+    /// Ranges this run will scan.
+    pub ranges_total: u64,
+    /// Events read so far.
+    pub events: u64,
+    /// Since the job began.
+    pub elapsed: Duration,
+}
+
+impl JobProgress {
+    /// Events per second so far.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Where a job reports how far it has got. The job calls [`update`](Self::update)
+/// every [`period`](Self::period) and once at the end, then [`finish`](Self::finish);
+/// drawing (the command line's progress bar) is the observer's business, not the job's.
+pub trait ProgressObserver: Send + Sync {
+    /// How often the job reports.
+    fn period(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// The counts so far of the job named `job` (`rebuild`, `verify`).
+    fn update(&self, job: &str, progress: JobProgress);
+    /// The job is over.
+    fn finish(&self) {}
+}
+
+/// Logs one line per period: what a job reports when nobody draws it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogProgress;
+
+impl ProgressObserver for LogProgress {
+    fn update(&self, job: &str, progress: JobProgress) {
+        tracing::info!(
+            job,
+            ranges_done = progress.ranges_done,
+            ranges_total = progress.ranges_total,
+            events = progress.events,
+            events_per_second = progress.rate() as u64,
+            "progress"
+        );
+    }
+}
+
+/// A running job's counters, reported to its observer.
 struct Progress {
+    job: &'static str,
     events: AtomicU64,
     ranges: AtomicU64,
     total_ranges: u64,
     started: Instant,
-    bar: Option<indicatif::ProgressBar>,
+    observer: Arc<dyn ProgressObserver>,
 }
 
 impl Progress {
-    fn new(label: &str, total_ranges: usize) -> Arc<Self> {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total_ranges as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} ranges, {msg}, ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(label.to_owned());
-            bar
-        });
+    fn new(
+        job: &'static str,
+        total_ranges: usize,
+        observer: Arc<dyn ProgressObserver>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            job,
             events: AtomicU64::new(0),
             ranges: AtomicU64::new(0),
             total_ranges: total_ranges as u64,
             started: Instant::now(),
-            bar,
+            observer,
         })
     }
 
-    fn rate(&self) -> f64 {
-        self.events.load(Ordering::Relaxed) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
-    }
-
     fn tick(&self) {
-        let events = self.events.load(Ordering::Relaxed);
-        let ranges = self.ranges.load(Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(ranges);
-                bar.set_message(format!("{events} events, {:.0} events/s", self.rate()));
-            }
-            None => tracing::info!(
-                ranges_done = ranges,
-                ranges_total = self.total_ranges,
-                events,
-                events_per_second = self.rate() as u64,
-                "progress"
-            ),
-        }
+        self.observer.update(
+            self.job,
+            JobProgress {
+                ranges_done: self.ranges.load(Ordering::Relaxed),
+                ranges_total: self.total_ranges,
+                events: self.events.load(Ordering::Relaxed),
+                elapsed: self.started.elapsed(),
+            },
+        );
     }
 
-    /// Ticks until dropped: every 200 ms on a terminal, every 5 s in logs.
+    /// Ticks every period of the observer until aborted.
     fn spawn_ticker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let progress = Arc::clone(self);
-        let period = if progress.bar.is_some() {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
+            let mut interval = tokio::time::interval(progress.observer.period());
             interval.tick().await;
             loop {
                 interval.tick().await;
@@ -146,18 +175,26 @@ impl Progress {
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.observer.finish();
     }
 }
 
 /// Replays the log through the shared projection into `users` or `--into` a side
 /// table. Every cell is written with its event's own write time, so the result does
-/// not depend on order and the job is safe while the service runs.
+/// not depend on order and the job is safe while the service runs. Progress is
+/// logged ([`LogProgress`]).
 pub async fn rebuild(
     store: &dyn ProjectionStore,
     options: &RebuildOptions,
+) -> Result<RebuildReport, StoreError> {
+    rebuild_observed(store, options, Arc::new(LogProgress)).await
+}
+
+/// [`rebuild`], reporting its progress to `observer`.
+pub async fn rebuild_observed(
+    store: &dyn ProjectionStore,
+    options: &RebuildOptions,
+    observer: Arc<dyn ProgressObserver>,
 ) -> Result<RebuildReport, StoreError> {
     let target = options
         .into
@@ -210,7 +247,7 @@ pub async fn rebuild(
         .stop_after_ranges
         .is_some_and(|limit| report.ranges_total - report.ranges_skipped > limit);
 
-    let progress = Progress::new("rebuild", pending.len());
+    let progress = Progress::new("rebuild", pending.len(), observer);
     let ticker = progress.spawn_ticker();
     let outcome = futures::stream::iter(pending)
         .map(|range| {
@@ -447,10 +484,19 @@ async fn verify_range(
 }
 
 /// Compares the users table with the log, range by range (memory: one range), and
-/// with `repair` heals every drifting user.
+/// with `repair` heals every drifting user. Progress is logged ([`LogProgress`]).
 pub async fn verify(
     store: &dyn ProjectionStore,
     options: &VerifyOptions,
+) -> Result<VerifyReport, StoreError> {
+    verify_observed(store, options, Arc::new(LogProgress)).await
+}
+
+/// [`verify`], reporting its progress to `observer`.
+pub async fn verify_observed(
+    store: &dyn ProjectionStore,
+    options: &VerifyOptions,
+    observer: Arc<dyn ProgressObserver>,
 ) -> Result<VerifyReport, StoreError> {
     store.prepare_table(USERS_TABLE).await?;
     let mut report = VerifyReport::default();
@@ -462,7 +508,7 @@ pub async fn verify(
         report.drifts = check_user(user_id, &events, actual.as_ref());
     } else {
         let ranges = store.scan_ranges(options.splits);
-        let progress = Progress::new("verify", ranges.len());
+        let progress = Progress::new("verify", ranges.len(), observer);
         let ticker = progress.spawn_ticker();
         let outcome = futures::stream::iter(ranges)
             .map(|range| {

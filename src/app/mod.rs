@@ -9,6 +9,8 @@
 //! - [`login`] — logging in, with the guess budgets first;
 //! - [`profile`] — the PUT path's update, with the refetch;
 //! - [`register`] — creating an account;
+//! - [`representation`] — the user object the API and `history --json` print, and its
+//!   ETag;
 //! - [`roles`] — changing a role (`set-role`, and the moderators' assign and revoke);
 //! - [`search`] — the moderators' user search;
 //! - [`turns`] — one request per key at a time within this process.
@@ -20,6 +22,7 @@ pub mod jobs;
 pub mod login;
 pub mod profile;
 pub mod register;
+pub mod representation;
 pub mod roles;
 pub mod search;
 pub mod turns;

@@ -2,8 +2,8 @@
 
 use super::{CliError, open_for_operator, parse_user_id};
 use crate::app::audit_trail;
+use crate::app::representation::{UserResponse, etag};
 use crate::config::StoreArgs;
-use crate::http::representation::{UserResponse, etag};
 use clap::Args;
 
 /// Arguments of `history`.

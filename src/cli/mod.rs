@@ -5,6 +5,7 @@
 mod erase;
 mod history;
 mod migrate;
+mod progress;
 mod rebuild;
 mod serve;
 mod set_role;

@@ -54,7 +54,7 @@ pub async fn run(args: RebuildArgs) -> Result<(), CliError> {
         stop_after_ranges: args.stop_after_ranges,
     };
     let store = open_for_operator(&args.store).await?;
-    let report = jobs::rebuild(store.as_ref(), &options)
+    let report = jobs::rebuild_observed(store.as_ref(), &options, super::progress::observer())
         .await
         .map_err(|err| {
             CliError::Failed(format!(

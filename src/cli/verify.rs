@@ -33,7 +33,7 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
         operator: operator(),
     };
     let store = open_for_operator(&args.store).await?;
-    let report = jobs::verify(store.as_ref(), &options)
+    let report = jobs::verify_observed(store.as_ref(), &options, super::progress::observer())
         .await
         .map_err(|err| CliError::Failed(format!("verify failed: {}", err.report())))?;
     for drift in &report.drifts {

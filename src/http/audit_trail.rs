@@ -4,10 +4,10 @@
 use super::AppState;
 use super::auth::CurrentUser;
 use super::error::ApiError;
-use super::representation::{UserResponse, etag};
 use crate::app::audit_trail::{
     DEFAULT_PAGE, HistoryPage, MAX_PAGE, decode_cursor, history_page, profile_as_of,
 };
+use crate::app::representation::{UserResponse, etag};
 use crate::domain::role::Role;
 use axum::Json;
 use axum::extract::{OriginalUri, Path, RawQuery, State};

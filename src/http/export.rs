@@ -9,9 +9,9 @@
 use super::AppState;
 use super::auth::CurrentUser;
 use super::error::ApiError;
-use super::representation::UserResponse;
 use crate::app::audit_trail::AuditedEvent;
 use crate::app::export::export;
+use crate::app::representation::UserResponse;
 use crate::domain::events::micros_to_datetime;
 use axum::Json;
 use axum::extract::State;

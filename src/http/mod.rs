@@ -1,5 +1,7 @@
 //! The HTTP edge: routing, extractors, the error type and the handlers. Handlers are
-//! thin: they call the domain for validation and decisions, and the store for I/O.
+//! thin: they authenticate and parse the request, call a use case of the application
+//! layer (`crate::app`), which asks the domain and records through the store's ports,
+//! and shape its answer (`crate::app::representation`) or its error ([`error::ApiError`]).
 
 pub mod audit_trail;
 pub mod auth;
@@ -11,7 +13,6 @@ pub mod health;
 pub mod middleware;
 pub mod moderation;
 pub mod openapi;
-pub mod representation;
 pub mod users;
 
 use crate::app::turns::Turns;

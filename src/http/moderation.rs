@@ -7,7 +7,7 @@ use super::AppState;
 use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::extract::RequestId;
-use super::representation::UserResponse;
+use crate::app::representation::UserResponse;
 use crate::app::roles::{self, ModerationError, RoleChanger};
 use crate::app::search::{self, decode_cursor, encode_cursor};
 use crate::domain::FieldError;

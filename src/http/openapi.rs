@@ -1,9 +1,9 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations.
 
-use super::representation::UserResponse;
 use super::users::{
     AccountDeletionRequest, LoginRequest, LoginResponse, ProfileUpdateRequest, RegisterRequest,
 };
+use crate::app::representation::UserResponse;
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};

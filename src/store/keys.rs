@@ -5,7 +5,7 @@
 
 use super::StoreError;
 use super::sealing::{DataKey, Kek, KeyRing};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -19,9 +19,13 @@ pub struct KekSettings {
     pub current: Option<Kek>,
     /// Only open the data keys they wrapped before a rotation.
     pub old: Vec<Kek>,
+    /// Where the development KEK is kept when there is no `current` one: the data
+    /// directory (`KILLRVIDEO_DATA_DIR`), for either backend. `None`: a random KEK that
+    /// dies with the process.
+    pub development_dir: Option<PathBuf>,
 }
 
-/// Where the embedded store keeps its development KEK, inside its data directory.
+/// The development KEK's file name, inside the data directory.
 pub const DEVELOPMENT_KEK_FILE: &str = "development-key-encryption-key";
 
 impl KekSettings {
@@ -29,21 +33,27 @@ impl KekSettings {
     pub fn with(current: Kek) -> Self {
         Self {
             current: Some(current),
-            old: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// These settings, keeping a development KEK in `dir` (unless one is configured).
+    pub fn keeping_development_key_in(mut self, dir: &Path) -> Self {
+        self.development_dir = Some(dir.to_owned());
+        self
     }
 
     /// The ring of configured KEKs. Without a current one, as with the JWT secret, a
     /// random KEK is made with a loud warning; but data keys outlive the process, so
-    /// where the store is a directory (`keep_in`: the embedded store) the random KEK is
-    /// kept there, so that the next `cargo run` opens what this one sealed. A KEK
-    /// beside the data it protects protects nothing against a copy of the directory:
-    /// development only.
-    pub fn ring(&self, keep_in: Option<&Path>) -> Result<KeyRing, StoreError> {
+    /// it is kept in the [`development_dir`](Self::development_dir), so that the next
+    /// `cargo run` (or `verify`, or a restart of `serve` against the same Cassandra
+    /// keyspace) opens what this one sealed. A KEK kept on the machine that runs the
+    /// service protects nothing against a copy of that machine: development only.
+    pub fn ring(&self) -> Result<KeyRing, StoreError> {
         if let Some(current) = &self.current {
             return Ok(KeyRing::new(current.clone(), self.old.clone()));
         }
-        let current = match keep_in {
+        let current = match &self.development_dir {
             None => {
                 tracing::warn!(
                     "KILLRVIDEO_KEY_ENCRYPTION_KEY is not set: using a random key-encryption key. \
@@ -58,8 +68,9 @@ impl KekSettings {
                 tracing::warn!(
                     path = %path.display(),
                     "KILLRVIDEO_KEY_ENCRYPTION_KEY is not set: using a development key-encryption \
-                     key kept beside the database, which protects nothing against a copy of the \
-                     directory. Set KILLRVIDEO_KEY_ENCRYPTION_KEY in production!"
+                     key kept in this file, which protects nothing against a copy of the \
+                     machine, and which every process against this store must share (same \
+                     KILLRVIDEO_DATA_DIR). Set KILLRVIDEO_KEY_ENCRYPTION_KEY in production!"
                 );
                 kek
             }
@@ -68,7 +79,8 @@ impl KekSettings {
     }
 }
 
-/// Reads the development KEK at `path`, or makes one there (mode 0600).
+/// Reads the development KEK at `path`, or makes one there (mode 0600), with its
+/// directory.
 fn development_kek(path: &Path) -> Result<Kek, StoreError> {
     let unreadable = |err: String| {
         StoreError::WrongKey(format!(
@@ -76,6 +88,9 @@ fn development_kek(path: &Path) -> Result<Kek, StoreError> {
             path.display()
         ))
     };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|err| unreadable(err.to_string()))?;
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => Kek::from_base64(&text).map_err(|err| unreadable(err.to_string())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -226,8 +241,9 @@ mod tests {
     #[test]
     fn the_development_kek_is_kept_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = KekSettings::default().ring(Some(dir.path())).unwrap();
-        let second = KekSettings::default().ring(Some(dir.path())).unwrap();
+        let settings = KekSettings::default().keeping_development_key_in(dir.path());
+        let first = settings.ring().unwrap();
+        let second = settings.ring().unwrap();
         assert_eq!(first.current_id(), second.current_id());
         #[cfg(unix)]
         {

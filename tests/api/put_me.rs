@@ -66,7 +66,7 @@ async fn document_case_successful_update(backend: Backend) {
     assert_eq!(row.version(), Some(last.event_id));
     assert_eq!(
         Some(etag),
-        killrvideo_users::http::representation::etag(&row)
+        killrvideo_users::app::representation::etag(&row)
     );
 }
 

@@ -234,7 +234,7 @@ impl CassandraStore {
     pub async fn connect(options: &CassandraOptions) -> Result<Self, StoreError> {
         let session = open_session(options).await?;
         migrate::ensure_migrated(&session, &options.keyspace).await?;
-        let keys = crate::store::keys::DataKeys::new(options.kek.ring(None)?);
+        let keys = crate::store::keys::DataKeys::new(options.kek.ring()?);
         keys.check_registered(&keys::registered_keks(&session, &options.keyspace).await?)?;
         let statements = Statements::prepare(&session, &options.keyspace).await?;
         let store = Self {

@@ -154,7 +154,7 @@ impl EmbeddedStore {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
         migrate::migrate(&mut connection)?;
-        let keys = DataKeys::new(kek.ring(Some(data_dir))?);
+        let keys = DataKeys::new(kek.clone().keeping_development_key_in(data_dir).ring()?);
         keys.check_registered(&keys::registered_keks(&connection)?)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

@@ -1,5 +1,6 @@
-//! What the API sends: the user representation of the endpoint document, the public
-//! profile, and the ETag.
+//! The user as the outside sees it: the representation of the endpoint document that
+//! the API sends (and `history --json` prints), the public profile, and the ETag with
+//! the `If-Match` that names it.
 
 use crate::domain::UserRow;
 use crate::domain::role::roles_granted_by;
