@@ -1,7 +1,7 @@
 //! The service on the real 3-node Cassandra 5.0 cluster of `scripts/cassandra cluster`
-//! (127.0.0.2-4, 16 tokens per node, datacenter dc1), each test on a keyspace of its
-//! own at replication factor 3, reached through all three contact points at
-//! LOCAL_QUORUM and LOCAL_SERIAL. Under a steady load of plain and `If-Match` PUTs, one
+//! (127.0.0.2-4, 16 tokens per node, datacenter dc1), on keyspaces at replication
+//! factor 3 (the fault tests share one, the jobs test has its own), reached through all
+//! three contact points at LOCAL_QUORUM and LOCAL_SERIAL. Under a steady load of plain and `If-Match` PUTs, one
 //! node is paused, one is killed and restarted, two are killed; the lightweight
 //! transactions race with a node down; the jobs run over the real token ring.
 //!
@@ -111,28 +111,60 @@ fn cluster_options(keyspace: &str, request_timeout: Duration) -> CassandraOption
     }
 }
 
+/// Which keyspace a cluster test's service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyspace {
+    /// The keyspace the fault tests share: their users are their own, and each
+    /// `verify` of it checks the others' users too. Migrating a keyspace at RF 3 takes
+    /// 10-20 s of schema agreements, so it is made once per run.
+    Shared,
+    /// A fresh one, dropped at the end: for a test that counts everything in it.
+    Own,
+}
+
+/// The shared keyspace's name; dropped and migrated afresh by the first test of a run.
+const SHARED_KEYSPACE: &str = "cluster_shared";
+static SHARED_MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
 /// One test's hold on the cluster: its turn, the restoration at the end, and a
-/// service over a fresh keyspace at RF 3.
+/// service over a keyspace at RF 3.
 struct ClusterTest {
     app: Arc<TestApp>,
     options: CassandraOptions,
+    keyspace: Keyspace,
     _restore: RestoreCluster,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl ClusterTest {
-    async fn start(cassandra_timeout: Duration) -> Self {
+    async fn start(cassandra_timeout: Duration, keyspace: Keyspace) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         cluster_ok(&["start"]).await;
-        // A node resumed by the test before may not be marked up by the others yet.
-        cluster_ok(&["settle"]).await;
+        // A node resumed or restarted by the test before may not be marked up by the
+        // others yet (the script settles only after such a fault).
+        cluster_ok(&["settle-if-disturbed"]).await;
         let restore = RestoreCluster;
-        let keyspace = format!("cluster_{}", Uuid::new_v4().simple());
-        let options = cluster_options(&keyspace, cassandra_timeout);
-        let report = migrate::migrate(&options)
-            .await
-            .unwrap_or_else(|err| panic!("migrate on the cluster: {err}"));
-        assert_eq!(report.nodes, NodeCount { up: 3, known: 3 });
+        let options = match keyspace {
+            Keyspace::Own => {
+                let name = format!("cluster_{}", Uuid::new_v4().simple());
+                let options = cluster_options(&name, cassandra_timeout);
+                migrate_cluster_keyspace(&options).await;
+                options
+            }
+            Keyspace::Shared => {
+                let options = cluster_options(SHARED_KEYSPACE, cassandra_timeout);
+                SHARED_MIGRATED
+                    .get_or_init(|| async {
+                        let session = open_session(&options).await.unwrap();
+                        migrate::drop_keyspace(&session, SHARED_KEYSPACE)
+                            .await
+                            .unwrap();
+                        migrate_cluster_keyspace(&options).await;
+                    })
+                    .await;
+                options
+            }
+        };
         let limits = Limits {
             request_timeout: REQUEST_TIMEOUT,
             ..Limits::default()
@@ -142,15 +174,26 @@ impl ClusterTest {
         Self {
             app,
             options,
+            keyspace,
             _restore: restore,
             _turn: turn,
         }
     }
 
-    /// Drops the keyspace; the cluster is restored when the test ends.
+    /// Drops a keyspace of the test's own; the cluster is restored when the test ends.
     async fn finish(self) {
-        self.app.drop_keyspace().await;
+        if self.keyspace == Keyspace::Own {
+            self.app.drop_keyspace().await;
+        }
     }
+}
+
+/// Migrates a keyspace on the cluster, seen by all three nodes.
+async fn migrate_cluster_keyspace(options: &CassandraOptions) {
+    let report = migrate::migrate(options)
+        .await
+        .unwrap_or_else(|err| panic!("migrate on the cluster: {err}"));
+    assert_eq!(report.nodes, NodeCount { up: 3, known: 3 });
 }
 
 /// Waits until the service's driver holds connections to `up` nodes and `/readyz`
@@ -576,7 +619,7 @@ async fn events_on_replica(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_migrations_run_at_once_agree_on_one_schema() {
-    let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
+    let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Shared).await;
     // Three processes migrate one fresh keyspace at the same moment, each through a
     // different first contact point, so their statements reach different coordinators.
     let keyspace = format!("cluster_{}", Uuid::new_v4().simple());
@@ -678,7 +721,7 @@ async fn cluster_migrations_run_at_once_agree_on_one_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_one_node_paused_costs_no_acknowledged_update() {
-    let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
+    let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Shared).await;
     let app = Arc::clone(&test.app);
     let load = Load::start(&app).await;
     let users = Arc::clone(&load.users);
@@ -717,7 +760,7 @@ async fn cluster_one_node_paused_costs_no_acknowledged_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_one_node_killed_and_restarted_converges() {
-    let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
+    let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Shared).await;
     let app = Arc::clone(&test.app);
     let load = Load::start(&app).await;
     let users = Arc::clone(&load.users);
@@ -778,7 +821,7 @@ async fn cluster_one_node_killed_and_restarted_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_two_nodes_down_is_a_fast_503_and_recovers() {
-    let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
+    let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Shared).await;
     let app = Arc::clone(&test.app);
     let load = Load::start(&app).await;
     let (users, origin) = (Arc::clone(&load.users), load.origin);
@@ -788,11 +831,25 @@ async fn cluster_two_nodes_down_is_a_fast_503_and_recovers() {
     cluster_ok(&["kill", "3"]).await;
     let down_at = origin.elapsed();
     // Node 1 convicts the others after 12-13 s (phi 5); until then its quorum writes
-    // time out, after that they are refused at once.
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let asked = Instant::now();
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    let readiness_latency = asked.elapsed();
+    // time out, after that they are refused at once. Wait for the conviction (a fast
+    // 503 from /readyz), then let the load meet a few seconds of fast refusals.
+    let convicted = Instant::now();
+    let (ready, readiness_latency) = loop {
+        let asked = Instant::now();
+        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+        let latency = asked.elapsed();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE && latency < Duration::from_millis(200)
+        {
+            break (ready, latency);
+        }
+        assert!(
+            convicted.elapsed() < Duration::from_secs(60),
+            "the outage was not known within 60 s: /readyz answers {}",
+            ready.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         ready.status(),
         StatusCode::SERVICE_UNAVAILABLE,
@@ -882,7 +939,7 @@ async fn cluster_two_nodes_down_is_a_fast_503_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_lightweight_transactions_keep_their_promise_with_a_node_down() {
     // Twenty rounds on one partition contend; give them the test stores' timeout.
-    let test = ClusterTest::start(support::TEST_REQUEST_TIMEOUT).await;
+    let test = ClusterTest::start(support::TEST_REQUEST_TIMEOUT, Keyspace::Shared).await;
     let app = Arc::clone(&test.app);
     let user = app.register_user().await;
     cluster_ok(&["kill", "3"]).await;
@@ -1029,7 +1086,7 @@ fn events_rebuilt(output: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
-    let test = ClusterTest::start(CASSANDRA_TIMEOUT).await;
+    let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Own).await;
     let app = Arc::clone(&test.app);
     const USERS: usize = 10_000;
     const UPDATED: usize = 1_000;

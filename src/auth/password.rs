@@ -231,13 +231,19 @@ mod tests {
         while passwords.waiting() < ADMITTED_PER_SLOT {
             tokio::task::yield_now().await;
         }
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            passwords.bounded(|| ()).await,
-            Err(HashError::Busy)
-        ));
-        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // The first task holds the only slot until `release`, so a call that waited for
+        // a slot could not return before it: an answer now is a refusal at once. (The
+        // timeout only turns a wrong, waiting implementation into a failure.)
+        let refused =
+            tokio::time::timeout(std::time::Duration::from_secs(10), passwords.bounded(|| ()))
+                .await;
+        // Released before any assertion: a failed one must fail the test, not leave the
+        // first task's blocking thread waiting forever (the runtime waits for it).
         release.wait();
+        assert!(
+            matches!(refused, Ok(Err(HashError::Busy))),
+            "a full queue refuses without waiting: {refused:?}"
+        );
         assert!(first.await.unwrap().is_ok());
         for task in queued {
             assert!(task.await.unwrap().is_ok());
