@@ -20,7 +20,7 @@ pub struct ConfigError {
     pub variable: &'static str,
     /// The equivalent flag.
     pub flag: &'static str,
-    /// What was given (secrets are never echoed; see [`ConfigError::secret`]).
+    /// What was given; a secret is never echoed, this holds a placeholder then.
     pub value: String,
     /// What would have been accepted.
     pub accepts: String,

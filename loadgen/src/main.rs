@@ -1034,7 +1034,7 @@ async fn drop_keyspace(args: DropKeyspaceArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    killrvideo_users::telemetry::init(killrvideo_users::config::LogFormat::Pretty);
+    killrvideo_users::telemetry::init(killrvideo_users::telemetry::LogFormat::Pretty);
     // The HTTP client is one thread, so that it takes as little as it can from the
     // cores it measures; the floor runs the store in-process as the service does, on
     // the same multi-threaded runtime.
