@@ -6,10 +6,7 @@
 //! Its own test binary, so that pausing Cassandra cannot disturb the other suites (cargo
 //! runs test binaries one after another).
 
-#[allow(dead_code)]
-#[path = "api/support.rs"]
-mod support;
-
+use killrvideo_test_support::{Api, Backend, TestApp, report_reliability_counts};
 use killrvideo_users::app::jobs::{VerifyOptions, verify};
 use killrvideo_users::domain::UserEvent;
 use reqwest::StatusCode;
@@ -18,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{Backend, TestApp, spawn_app_with_timeout};
 
 /// The pid of the Cassandra that `scripts/cassandra` started.
 fn cassandra_pid() -> String {
@@ -140,7 +136,12 @@ async fn wait_ready(app: &TestApp, within: Duration) -> Duration {
 
 async fn survive(outage: Outage) {
     let request_timeout = Duration::from_secs(2);
-    let app = Arc::new(spawn_app_with_timeout(Backend::Cassandra, request_timeout).await);
+    let app = Arc::new(
+        TestApp::on(Backend::Cassandra)
+            .request_timeout(request_timeout)
+            .spawn()
+            .await,
+    );
     let mut users = Vec::new();
     for _ in 0..4 {
         users.push(app.register_user().await);
@@ -271,19 +272,7 @@ async fn survive(outage: Outage) {
         "slowest_ms": slowest.as_millis() as u64,
         "recovery_ms": recovery.as_millis() as u64,
     });
-    println!("reliability counts: {counts}");
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/reliability-counts.jsonl"
-    );
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        use std::io::Write;
-        let _ = writeln!(file, "{counts}");
-    }
+    report_reliability_counts(&counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

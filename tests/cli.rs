@@ -1,32 +1,19 @@
 //! The binary as an operator meets it: settings, exit codes, migrate, serve, SIGTERM.
 //! The Cassandra cases run against the real server of `scripts/cassandra`.
 
+use killrvideo_test_support::{
+    cassandra_contact_points, cassandra_options, seed_user, service_command as command, succeeded,
+    unique_email, unique_keyspace,
+};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_killrvideo-users");
-
+/// The test Cassandra's contact points, as `KILLRVIDEO_CASSANDRA_CONTACT_POINTS` takes
+/// them.
 fn contact_points() -> String {
-    std::env::var("KILLRVIDEO_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into())
-}
-
-/// The binary with a clean KILLRVIDEO_* environment.
-fn command() -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("KILLRVIDEO_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-fn unique_keyspace(prefix: &str) -> String {
-    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    name[..name.len().min(48)].to_owned()
+    cassandra_contact_points().join(",")
 }
 
 #[test]
@@ -101,11 +88,7 @@ fn migrate_twice_and_concurrently_on_a_fresh_keyspace() {
     let second = migrate();
     for child in [first, second] {
         let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(&output);
     }
     let third = migrate().wait_with_output().unwrap();
     assert!(third.status.success());
@@ -636,28 +619,7 @@ fn two_keks() -> (String, String) {
 
 /// Registers a user with Zora Quince's names through a store opened with `kek`.
 async fn register_under(store: &dyn killrvideo_users::store::UserStore) -> uuid::Uuid {
-    use killrvideo_users::domain::events::{Actor, EventEnvelope, UserEvent, UserRegistered};
-    let user_id = uuid::Uuid::new_v4();
-    let credentials = killrvideo_users::store::Credentials {
-        email_key: format!("{user_id}@example.org"),
-        password_hash: "not-a-hash".into(),
-        user_id,
-        account_locked: false,
-    };
-    let registered = EventEnvelope::new(
-        user_id,
-        killrvideo_users::clock::EventClock::new().next_event_id(),
-        Actor::User(user_id),
-        None,
-        UserEvent::UserRegistered(UserRegistered {
-            email: format!("{user_id}@example.org"),
-            firstname: "Zora".into(),
-            lastname: "Quince".into(),
-            account_status: "viewer".into(),
-        }),
-    );
-    store.register(&credentials, &registered).await.unwrap();
-    user_id
+    seed_user(store, &unique_email(), "Zora", "Quince").await
 }
 
 fn kek_settings(current: &str, old: &[&str]) -> killrvideo_users::store::keys::KekSettings {
@@ -726,11 +688,7 @@ fn wrong_kek_and_rotation(
     for user in [first, second] {
         let output = binary(&["history", &user.to_string()], Some(&new), Some(&old));
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(&output);
         assert!(
             stdout.contains("Zora") && stdout.contains("Quince"),
             "{stdout}"
@@ -768,14 +726,10 @@ fn embedded_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
 fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
     use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
     let keyspace = unique_keyspace("kek");
+    // No KEK: the binary and the stores below bring their own.
     let options = CassandraOptions {
-        contact_points: contact_points().split(',').map(str::to_owned).collect(),
-        keyspace: keyspace.clone(),
-        local_dc: None,
-        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
-        request_timeout: Duration::from_secs(10),
-        speculative_delay: Duration::from_millis(200),
         kek: Default::default(),
+        ..cassandra_options(&keyspace, Duration::from_secs(10))
     };
     tokio::runtime::Runtime::new()
         .unwrap()
@@ -797,15 +751,7 @@ fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
                 as killrvideo_users::store::SharedStore
         })
     });
-    let options = CassandraOptions {
-        keyspace: keyspace.clone(),
-        contact_points: contact_points().split(',').map(str::to_owned).collect(),
-        local_dc: None,
-        replication: String::new(),
-        request_timeout: Duration::from_secs(10),
-        speculative_delay: Duration::from_millis(200),
-        kek: Default::default(),
-    };
+    let options = cassandra_options(&keyspace, Duration::from_secs(10));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let session = killrvideo_users::store::cassandra::open_session(&options)
             .await

@@ -11,12 +11,9 @@
 //! each fault are printed and appended to `target/reliability-counts.jsonl`
 //! (docs/reliability.md).
 
-#[allow(dead_code)]
-#[path = "api/support.rs"]
-mod support;
-
 use futures::StreamExt;
 use futures::future::join_all;
+use killrvideo_test_support::{self as support, Api, PASSWORD, TestApp, TestUser, unique_email};
 use killrvideo_users::app::jobs::{VerifyOptions, verify};
 use killrvideo_users::domain::UserEvent;
 use killrvideo_users::http::Limits;
@@ -33,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{PASSWORD, TestApp, TestUser, spawn_over_cassandra, unique_email};
 use uuid::Uuid;
 
 /// The cluster's CQL addresses, node 1 to 3.
@@ -169,7 +165,7 @@ impl ClusterTest {
             request_timeout: REQUEST_TIMEOUT,
             ..Limits::default()
         };
-        let app = Arc::new(spawn_over_cassandra(&options, limits).await);
+        let app = Arc::new(TestApp::over(&options).limits(limits).spawn().await);
         wait_until_nodes_up(&app, 3, Duration::from_secs(60)).await;
         Self {
             app,
@@ -561,19 +557,7 @@ fn report(fault: &str, counts: &Counts, extra: Value) {
     if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
         line.extend(extra);
     }
-    println!("reliability counts: {line}");
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/reliability-counts.jsonl"
-    );
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        use std::io::Write;
-        let _ = writeln!(file, "{line}");
-    }
+    support::report_reliability_counts(&line);
 }
 
 fn node_address(node: usize) -> SocketAddr {
@@ -992,7 +976,7 @@ async fn cluster_lightweight_transactions_keep_their_promise_with_a_node_down() 
         .unwrap()
         .unwrap();
     assert_eq!(credentials.user_id, winner);
-    let registered = all_events(&app)
+    let registered = app.scanned_events(64)
         .await
         .into_iter()
         .filter(|e| {
@@ -1008,37 +992,18 @@ async fn cluster_lightweight_transactions_keep_their_promise_with_a_node_down() 
     test.finish().await;
 }
 
-/// Every event of the keyspace, through the jobs' token-range scan.
-async fn all_events(app: &TestApp) -> Vec<killrvideo_users::domain::EventEnvelope> {
-    app.jobs.prepare_table(USERS_TABLE).await.unwrap();
-    let mut events = Vec::new();
-    for range in app.jobs.scan_ranges(64) {
-        let mut stream = app.jobs.scan_events(range).await.unwrap();
-        while let Some(event) = stream.next().await {
-            events.push(event.unwrap());
-        }
-    }
-    events
-}
-
 /// Every row of a table, keyed by user, and how many rows the scan returned (a range
 /// read twice would show as more rows than users).
 async fn whole_table(
     app: &TestApp,
     table: &str,
 ) -> (BTreeMap<Uuid, killrvideo_users::domain::UserRow>, usize) {
-    app.jobs.prepare_table(table).await.unwrap();
-    let mut rows = BTreeMap::new();
-    let mut scanned = 0;
-    for range in app.jobs.scan_ranges(64) {
-        let mut stream = app.jobs.scan_rows(table, range).await.unwrap();
-        while let Some(row) = stream.next().await {
-            let row = row.unwrap();
-            rows.insert(row.user_id, row);
-            scanned += 1;
-        }
-    }
-    (rows, scanned)
+    let rows = app.scanned_rows(table, 64).await;
+    let scanned = rows.len();
+    (
+        rows.into_iter().map(|row| (row.user_id, row)).collect(),
+        scanned,
+    )
 }
 
 /// The ring's tokens, from node 1's view of itself and its peers.
@@ -1060,19 +1025,6 @@ async fn ring_tokens(session: &Session) -> Vec<i64> {
     }
     tokens.sort_unstable();
     tokens
-}
-
-/// Runs the real binary against the test's keyspace; returns its exit code and output.
-fn run(app: &TestApp, args: &[&str]) -> (i32, String) {
-    let output = app.cli(args);
-    (
-        output.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
 }
 
 /// The events count a `rebuild` reports.
@@ -1119,7 +1071,7 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
         .collect()
         .await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK));
-    let log_events = all_events(&app).await.len() as u64;
+    let log_events = app.scanned_events(64).await.len() as u64;
     assert_eq!(log_events, (USERS + 2 * UPDATED) as u64);
 
     // The ring: 48 tokens, so 48 ranges, one of them wrapping from the last token
@@ -1163,10 +1115,7 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
 
     // Rebuild into a side table, several ranges at once: every event replayed once,
     // and the side table equal to the live one, values and write times.
-    let (code, output) = run(
-        &app,
-        &["rebuild", "--into", "users_side", "--parallel", "4"],
-    );
+    let (code, output) = app.cli_text(&["rebuild", "--into", "users_side", "--parallel", "4"]);
     assert_eq!(code, 0, "{output}");
     assert_eq!(events_rebuilt(&output), log_events, "{output}");
     let (live, live_scanned) = whole_table(&app, USERS_TABLE).await;
@@ -1177,21 +1126,18 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
     assert!(side == live, "the side table differs from the live one");
 
     // Interrupted after 40 ranges, then resumed: the same table, each event once.
-    let (code, output) = run(
-        &app,
-        &[
-            "rebuild",
-            "--into",
-            "users_resumed",
-            "--parallel",
-            "3",
-            "--stop-after-ranges",
-            "40",
-        ],
-    );
+    let (code, output) = app.cli_text(&[
+        "rebuild",
+        "--into",
+        "users_resumed",
+        "--parallel",
+        "3",
+        "--stop-after-ranges",
+        "40",
+    ]);
     assert_eq!(code, 1, "{output}");
     let first_part = events_rebuilt(&output);
-    let (code, output) = run(&app, &["rebuild", "--into", "users_resumed", "--resume"]);
+    let (code, output) = app.cli_text(&["rebuild", "--into", "users_resumed", "--resume"]);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("40 of 256 ranges skipped"), "{output}");
     assert_eq!(first_part + events_rebuilt(&output), log_events, "{output}");
@@ -1205,7 +1151,7 @@ async fn cluster_jobs_cover_the_real_token_ring_exactly_once() {
     // equals the log afterwards, since every cell carries its event's write time.
     let load = Load::start(&app).await;
     let users = Arc::clone(&load.users);
-    let (code, output) = run(&app, &["rebuild", "--parallel", "4"]);
+    let (code, output) = app.cli_text(&["rebuild", "--parallel", "4"]);
     let sent = load.finish().await;
     assert_eq!(code, 0, "{output}");
     let written = sent

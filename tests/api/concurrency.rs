@@ -1,16 +1,16 @@
 //! Version-checked updates (If-Match through an LWT) and last-write-wins under
 //! concurrency.
 
-use crate::backend_tests;
-use crate::support::{Backend, problem, spawn_app};
 use futures::future::join_all;
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp, problem};
 use killrvideo_users::domain::UserEvent;
 use killrvideo_users::domain::projection::{Column, replay};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn twenty_concurrent_if_match_puts_have_exactly_one_winner(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     let etag = app.etag(&user.token).await;
     let events_before = app.events(user.id).await.len();
@@ -67,7 +67,7 @@ async fn twenty_concurrent_if_match_puts_have_exactly_one_winner(backend: Backen
 async fn fifty_concurrent_plain_puts_all_land_and_each_column_keeps_its_latest_write(
     backend: Backend,
 ) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     let attempts = (0..50).map(|i| {
         let (app, user) = (&app, &user);
@@ -147,7 +147,7 @@ async fn fifty_concurrent_plain_puts_all_land_and_each_column_keeps_its_latest_w
 }
 
 async fn a_stale_etag_is_412_and_star_means_exists(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     let stale = app.etag(&user.token).await;
     assert_eq!(
@@ -202,7 +202,7 @@ async fn a_stale_etag_is_412_and_star_means_exists(backend: Backend) {
 }
 
 async fn an_empty_body_still_honours_if_match(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     let stale = app.etag(&user.token).await;
     app.put_me(&user.token, &json!({"firstname": "Moved"}))
@@ -218,7 +218,7 @@ async fn twenty_concurrent_version_checked_appends_have_exactly_one_winner(backe
     use killrvideo_users::clock::EventClock;
     use killrvideo_users::domain::events::{Actor, EventEnvelope, FieldChange, ProfileUpdated};
     use killrvideo_users::store::{Precondition, StoreError};
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     let version = app.row(user.id).await.unwrap().version().unwrap();
     let events_before = app.events(user.id).await.len();
@@ -278,7 +278,7 @@ async fn twenty_concurrent_version_checked_appends_have_exactly_one_winner(backe
 /// projected it; the table must still be exactly what replaying the log gives, write
 /// times included.
 async fn racing_version_checked_puts_leave_the_table_equal_to_the_replayed_log(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     for round in 0..20 {
         let etag = app.etag(&user.token).await;
@@ -323,7 +323,7 @@ backend_tests!(
 /// Crash points that only exist on Cassandra, where a version-checked write is two
 /// steps (the embedded store does both in one transaction).
 mod cassandra_crash_points {
-    use crate::support::{Backend, Raw, TEST_KEYSPACE, TestApp, TestUser, problem, spawn_app};
+    use killrvideo_test_support::{Api, Backend, Raw, TEST_KEYSPACE, TestApp, TestUser, problem};
     use killrvideo_users::clock::EventClock;
     use killrvideo_users::domain::events::{event_id_at, event_micros};
     use killrvideo_users::store::cassandra::CassandraStore;
@@ -334,7 +334,7 @@ mod cassandra_crash_points {
 
     /// A registered user on Cassandra, with their ETag and the version it names.
     async fn registered_user() -> (TestApp, TestUser, String, Uuid) {
-        let app = spawn_app(Backend::Cassandra).await;
+        let app = TestApp::on(Backend::Cassandra).spawn().await;
         let user = app.register_user().await;
         let etag = app.etag(&user.token).await;
         let version = app.row(user.id).await.unwrap().version().unwrap();

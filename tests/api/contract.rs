@@ -3,8 +3,8 @@
 //! document's keys, with the same values. The expected schema is written here from
 //! ../shared/spec/killrvideo-frontend.md and put-users-me.md, not from the code.
 
-use crate::backend_tests;
-use crate::support::{Backend, TestApp, spawn_app};
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -119,8 +119,8 @@ async fn json_of(response: reqwest::Response, status: StatusCode, context: &str)
 
 /// Every place the API returns a user object, in one walk.
 async fn every_user_object_has_both_sets_of_keys(backend: Backend) {
-    let app: TestApp = spawn_app(backend).await;
-    let email = crate::support::unique_email();
+    let app: TestApp = TestApp::on(backend).spawn().await;
+    let email = killrvideo_test_support::unique_email();
     let registered = json_of(
         app.register(&email, "Jane", "Doe").await,
         StatusCode::CREATED,
@@ -132,7 +132,7 @@ async fn every_user_object_has_both_sets_of_keys(backend: Backend) {
     let id = registered["userId"].as_str().unwrap().to_owned();
 
     let login = json_of(
-        app.login(&email, crate::support::PASSWORD).await,
+        app.login(&email, killrvideo_test_support::PASSWORD).await,
         StatusCode::OK,
         "login",
     )

@@ -1,14 +1,17 @@
 //! CORS for the web frontend served from another origin: exact origins, with
 //! credentials, configured by `KILLRVIDEO_CORS_ORIGINS`.
 
-use crate::backend_tests;
-use crate::support::{Backend, spawn_app, spawn_app_with_cors};
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 
 const FRONTEND: &str = "http://localhost:8080";
 
 async fn an_allowed_origin_gets_preflights_and_credentialed_answers(backend: Backend) {
-    let app = spawn_app_with_cors(backend, &[FRONTEND, "https://app.example.com"]).await;
+    let app = TestApp::on(backend)
+        .cors(&[FRONTEND, "https://app.example.com"])
+        .spawn()
+        .await;
     let user = app.register_user().await;
     let preflight = app
         .client
@@ -66,7 +69,7 @@ async fn an_allowed_origin_gets_preflights_and_credentialed_answers(backend: Bac
 }
 
 async fn other_origins_get_no_cors_headers(backend: Backend) {
-    let app = spawn_app_with_cors(backend, &[FRONTEND]).await;
+    let app = TestApp::on(backend).cors(&[FRONTEND]).spawn().await;
     let preflight = app
         .client
         .request(Method::OPTIONS, app.url("/api/v1/users/me"))
@@ -99,7 +102,7 @@ async fn other_origins_get_no_cors_headers(backend: Backend) {
     );
 
     // And without the setting, no origin gets them.
-    let plain = spawn_app(backend).await;
+    let plain = TestApp::on(backend).spawn().await;
     let answer = plain
         .client
         .get(plain.url("/healthz"))

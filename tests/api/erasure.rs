@@ -4,9 +4,9 @@
 //! `verify --repair`. Each test has a store of its own (a fresh keyspace on
 //! Cassandra): the jobs scan whole tables, and one test reads every key there is.
 
-use crate::backend_tests;
-use crate::support::{Backend, PASSWORD, TestApp, TestUser, problem, spawn_isolated_app};
 use base64::Engine;
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, PASSWORD, TestApp, TestUser, problem};
 use killrvideo_users::app::erasure::Erasure;
 use killrvideo_users::clock::EventClock;
 use killrvideo_users::domain::events::{Actor, ERASED};
@@ -94,18 +94,8 @@ async fn moderator(app: &TestApp) -> TestUser {
     TestUser { token, ..moderator }
 }
 
-fn run(app: &TestApp, args: &[&str]) -> (Option<i32>, String) {
-    let output = app.cli(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
-}
-
 async fn the_log_holds_no_personal_value_in_any_encoding(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let who = distinctive();
     let user = register(&app, &who).await;
     let renamed = app
@@ -154,7 +144,7 @@ async fn the_log_holds_no_personal_value_in_any_encoding(backend: Backend) {
 }
 
 async fn an_erased_account_answers_as_one_that_never_existed(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let auditor = moderator(&app).await;
     let who = distinctive();
     let user = register(&app, &who).await;
@@ -195,13 +185,7 @@ async fn an_erased_account_answers_as_one_that_never_existed(backend: Backend) {
         app.full_row(user.id).await.is_none(),
         "search terms go with the row"
     );
-    assert!(
-        app.store
-            .find_credentials(&who.email)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(app.credentials(&who.email).await.is_none());
     assert!(
         app.store
             .guess_budgets(&who.email)
@@ -318,22 +302,22 @@ async fn an_erased_account_answers_as_one_that_never_existed(backend: Backend) {
 }
 
 async fn the_jobs_never_bring_an_erased_user_back(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let kept = app.register_user().await;
     let gone = app.register_user().await;
     app.put_me(&gone.token, &json!({"lastname": "Vanishing"}))
         .await;
 
-    let (code, text) = run(&app, &["erase", &gone.id.to_string()]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = app.cli_text(&["erase", &gone.id.to_string()]);
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("erased"), "{text}");
     assert!(app.row(gone.id).await.is_none());
-    let (code, text) = run(&app, &["erase", &Uuid::new_v4().to_string()]);
-    assert_eq!(code, Some(1), "an unknown user: {text}");
+    let (code, text) = app.cli_text(&["erase", &Uuid::new_v4().to_string()]);
+    assert_eq!(code, 1, "an unknown user: {text}");
 
     // Rebuilt into an empty table: the erased user has no row there.
-    let (code, text) = run(&app, &["rebuild", "--into", "users_rebuilt"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = app.cli_text(&["rebuild", "--into", "users_rebuilt"]);
+    assert_eq!(code, 0, "{text}");
     app.jobs.prepare_table("users_rebuilt").await.unwrap();
     assert!(
         app.jobs
@@ -350,8 +334,8 @@ async fn the_jobs_never_bring_an_erased_user_back(backend: Backend) {
             .is_some()
     );
 
-    let (code, text) = run(&app, &["verify"]);
-    assert_eq!(code, Some(0), "clean after an erasure: {text}");
+    let (code, text) = app.cli_text(&["verify"]);
+    assert_eq!(code, 0, "clean after an erasure: {text}");
 
     // A row put back by hand is drift, and the repair removes it.
     app.raw_statement(
@@ -368,21 +352,21 @@ async fn the_jobs_never_bring_an_erased_user_back(backend: Backend) {
         ),
     )
     .await;
-    let (code, text) = run(&app, &["verify"]);
-    assert_eq!(code, Some(1), "{text}");
+    let (code, text) = app.cli_text(&["verify"]);
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains(&gone.id.to_string()) && text.contains("erased user"),
         "{text}"
     );
-    let (code, text) = run(&app, &["verify", "--repair"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = app.cli_text(&["verify", "--repair"]);
+    assert_eq!(code, 0, "{text}");
     assert!(app.full_row(gone.id).await.is_none());
     assert!(
         app.row(kept.id).await.is_some(),
         "the other user is untouched"
     );
-    let (code, text) = run(&app, &["verify"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = app.cli_text(&["verify"]);
+    assert_eq!(code, 0, "{text}");
     app.drop_keyspace().await;
 }
 
@@ -410,7 +394,7 @@ async fn write_plain_event(app: &TestApp, user_id: Uuid, firstname: &str) -> Uui
 }
 
 async fn an_erasure_cut_short_at_any_step_is_finished_by_repair(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let clock = EventClock::new();
     // Crashes after step 1, 2 and 3 (step 4, the overwrite, is the last).
     for steps_done in 1..=3 {
@@ -427,20 +411,14 @@ async fn an_erasure_cut_short_at_any_step_is_finished_by_repair(backend: Backend
         if steps_done >= 3 {
             erasure.delete_account().await.unwrap();
         }
-        let (code, text) = run(&app, &["verify"]);
-        assert_eq!(code, Some(1), "after step {steps_done}: {text}");
+        let (code, text) = app.cli_text(&["verify"]);
+        assert_eq!(code, 1, "after step {steps_done}: {text}");
         assert!(text.contains(&user.id.to_string()), "{text}");
 
-        let (code, text) = run(&app, &["verify", "--repair"]);
-        assert_eq!(code, Some(0), "after step {steps_done}: {text}");
+        let (code, text) = app.cli_text(&["verify", "--repair"]);
+        assert_eq!(code, 0, "after step {steps_done}: {text}");
         assert!(app.row(user.id).await.is_none(), "after step {steps_done}");
-        assert!(
-            app.store
-                .find_credentials(&user.email)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(app.credentials(&user.email).await.is_none());
         assert!(
             app.raw_wrapped_keys()
                 .await
@@ -460,14 +438,14 @@ async fn an_erasure_cut_short_at_any_step_is_finished_by_repair(backend: Backend
                 .iter()
                 .all(|(_, _, p)| !p.contains("Plaintextia") && !p.contains("John"))
         );
-        let (code, text) = run(&app, &["verify"]);
-        assert_eq!(code, Some(0), "clean, after step {steps_done}: {text}");
+        let (code, text) = app.cli_text(&["verify"]);
+        assert_eq!(code, 0, "clean, after step {steps_done}: {text}");
     }
     // Rebuilding the live table afterwards brings none of them back.
-    let (code, text) = run(&app, &["rebuild"]);
-    assert_eq!(code, Some(0), "{text}");
-    let (code, text) = run(&app, &["verify"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = app.cli_text(&["rebuild"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = app.cli_text(&["verify"]);
+    assert_eq!(code, 0, "{text}");
     app.drop_keyspace().await;
 }
 
@@ -475,7 +453,7 @@ async fn an_erasure_cut_short_at_any_step_is_finished_by_repair(backend: Backend
 /// (`secure_delete`, then a truncating checkpoint): what docs/security.md promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_an_erased_key_is_gone_from_the_database_files() {
-    let app = spawn_isolated_app(Backend::Embedded).await;
+    let app = TestApp::on(Backend::Embedded).isolated().spawn().await;
     let user = app.register_user().await;
     let others = app.register_user().await;
     let wrapped = app
@@ -486,7 +464,7 @@ async fn embedded_an_erased_key_is_gone_from_the_database_files() {
         .expect("the user's key")
         .1;
     let files = |app: &TestApp| {
-        let crate::support::Raw::Embedded(store) = &app.raw else {
+        let killrvideo_test_support::Raw::Embedded(store) = &app.raw else {
             unreachable!()
         };
         let path = store.path().to_owned();
@@ -521,7 +499,7 @@ async fn embedded_an_erased_key_is_gone_from_the_database_files() {
 /// keyspace, as its own metrics count them (`system_views.coordinator_read_latency`
 /// and `coordinator_write_latency`): `(table, "read" | "write")` to a count.
 async fn coordinated(app: &TestApp) -> std::collections::BTreeMap<(String, &'static str), i64> {
-    let crate::support::Raw::Cassandra(store) = &app.raw else {
+    let killrvideo_test_support::Raw::Cassandra(store) = &app.raw else {
         unreachable!("Cassandra only")
     };
     let session = store.session();
@@ -572,7 +550,7 @@ fn coordinated_since(
 /// of `scripts/cassandra` is one node, the coordinator of every statement.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cassandra_a_warm_put_reads_no_key() {
-    let app = spawn_isolated_app(Backend::Cassandra).await;
+    let app = TestApp::on(Backend::Cassandra).isolated().spawn().await;
     let user = app.register_user().await;
     async fn put(app: &TestApp, token: &str, firstname: &str) {
         let response = app.put_me(token, &json!({"firstname": firstname})).await;
@@ -599,7 +577,10 @@ async fn cassandra_a_warm_put_reads_no_key() {
         "a warm PUT: the auth read and the refetch of the users row, and one batch \
          writing the event and the projection; no key read"
     );
-    let cold_instance = crate::support::spawn_instance_beside(&app).await;
+    let cold_instance = killrvideo_test_support::TestApp::on(Backend::Cassandra)
+        .beside(&app)
+        .spawn()
+        .await;
     let before = coordinated(&app).await;
     put(&cold_instance, &user.token, "Cold").await;
     let after = coordinated(&app).await;

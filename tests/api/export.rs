@@ -1,14 +1,14 @@
 //! The right of access: `GET /api/v1/users/me/export` returns everything held about the
 //! caller, and only for a token from a recent login.
 
-use crate::backend_tests;
-use crate::support::{Backend, PASSWORD, problem, spawn_app};
 use chrono::{Duration as Span, Utc};
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, PASSWORD, TestApp, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn the_export_holds_the_profile_every_event_and_the_login_budgets(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     app.put_me(
         &user.token,
@@ -84,7 +84,7 @@ async fn the_export_holds_the_profile_every_event_and_the_login_budgets(backend:
 }
 
 async fn an_export_needs_a_login_from_the_last_five_minutes(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     // A valid token, but from a login ten minutes ago.
     let old = app

@@ -2,10 +2,9 @@
 //! names the drift and repair heals it, an interrupted rebuild resumes. Each test has a
 //! store of its own (a fresh keyspace on Cassandra): the jobs scan whole tables.
 
-use crate::backend_tests;
-use crate::support::{Backend, TestApp, TestUser, spawn_isolated_app};
-use futures::StreamExt;
 use futures::future::join_all;
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp, TestUser};
 use killrvideo_users::domain::{EventEnvelope, UserRow};
 use killrvideo_users::store::USERS_TABLE;
 use reqwest::StatusCode;
@@ -15,29 +14,8 @@ use uuid::Uuid;
 
 /// Every row of a table, keyed by user.
 async fn table(app: &TestApp, name: &str) -> BTreeMap<Uuid, UserRow> {
-    app.jobs.prepare_table(name).await.unwrap();
-    let mut rows = BTreeMap::new();
-    for range in app.jobs.scan_ranges(16) {
-        let mut stream = app.jobs.scan_rows(name, range).await.unwrap();
-        while let Some(row) = stream.next().await {
-            let row = row.unwrap();
-            rows.insert(row.user_id, row);
-        }
-    }
-    rows
-}
-
-/// Every event of the log.
-async fn log(app: &TestApp) -> Vec<EventEnvelope> {
-    app.jobs.prepare_table(USERS_TABLE).await.unwrap();
-    let mut events = Vec::new();
-    for range in app.jobs.scan_ranges(16) {
-        let mut stream = app.jobs.scan_events(range).await.unwrap();
-        while let Some(event) = stream.next().await {
-            events.push(event.unwrap());
-        }
-    }
-    events
+    let rows = app.scanned_rows(name, 16).await;
+    rows.into_iter().map(|row| (row.user_id, row)).collect()
 }
 
 /// Users under a concurrent mix of plain and version-checked updates, logins and a
@@ -69,37 +47,19 @@ async fn mixed_workload(app: &TestApp) -> Vec<TestUser> {
         "{statuses:?}"
     );
     assert_eq!(
-        app.login(&users[0].email, crate::support::PASSWORD)
+        app.login(&users[0].email, killrvideo_test_support::PASSWORD)
             .await
             .status(),
         StatusCode::OK
     );
-    let output = app.cli(&["set-role", &users[1].id.to_string(), "creator"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    app.set_role(users[1].id, "creator");
     users
 }
 
-fn run(app: &TestApp, args: &[&str]) -> (i32, String) {
-    let output = app.cli(args);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    (
-        output.status.code().unwrap_or(-1),
-        format!("{stdout}{stderr}"),
-    )
-}
-
 async fn rebuilding_into_an_empty_table_reproduces_the_live_table_exactly(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     mixed_workload(&app).await;
-    let (code, output) = run(
-        &app,
-        &["rebuild", "--into", "users_rebuilt", "--parallel", "4"],
-    );
+    let (code, output) = app.cli_text(&["rebuild", "--into", "users_rebuilt", "--parallel", "4"]);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("rebuild into users_rebuilt"), "{output}");
 
@@ -109,15 +69,15 @@ async fn rebuilding_into_an_empty_table_reproduces_the_live_table_exactly(backen
     // UserRow equality covers every value and every write time.
     assert_eq!(rebuilt, live);
 
-    let (code, output) = run(&app, &["verify"]);
+    let (code, output) = app.cli_text(&["verify"]);
     assert_eq!(code, 0, "the live table is clean: {output}");
     app.drop_keyspace().await;
 }
 
 async fn replaying_in_reverse_or_shuffled_order_gives_the_same_table(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     mixed_workload(&app).await;
-    let mut events = log(&app).await;
+    let mut events = app.scanned_events(16).await;
     let live = table(&app, USERS_TABLE).await;
 
     events.reverse();
@@ -146,7 +106,7 @@ async fn replaying_in_reverse_or_shuffled_order_gives_the_same_table(backend: Ba
 }
 
 async fn verify_names_the_drift_and_repair_heals_it(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let users = mixed_workload(&app).await;
     let (changed, deleted, behind) = (&users[2], &users[3], &users[4]);
     let before_changed = app.row(changed.id).await.unwrap();
@@ -209,7 +169,7 @@ async fn verify_names_the_drift_and_repair_heals_it(backend: Backend) {
     )
     .await;
 
-    let (code, output) = run(&app, &["verify"]);
+    let (code, output) = app.cli_text(&["verify"]);
     assert_eq!(code, 1, "drift makes verify fail: {output}");
     let line = |user: Uuid, kind: &str| {
         output
@@ -235,13 +195,13 @@ async fn verify_names_the_drift_and_repair_heals_it(backend: Backend) {
         );
     }
 
-    let (code, output) = run(&app, &["verify", "--repair"]);
+    let (code, output) = app.cli_text(&["verify", "--repair"]);
     assert_eq!(code, 0, "{output}");
     assert!(
         output.contains("repaired 4 users; 0 drifts remain"),
         "{output}"
     );
-    let (code, output) = run(&app, &["verify"]);
+    let (code, output) = app.cli_text(&["verify"]);
     assert_eq!(code, 0, "clean after repair: {output}");
 
     let healed = app.row(changed.id).await.unwrap();
@@ -275,20 +235,17 @@ async fn verify_names_the_drift_and_repair_heals_it(backend: Backend) {
 }
 
 async fn an_interrupted_rebuild_resumes_to_the_same_result(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     mixed_workload(&app).await;
-    let (code, output) = run(
-        &app,
-        &[
-            "rebuild",
-            "--into",
-            "users_resumed",
-            "--parallel",
-            "1",
-            "--stop-after-ranges",
-            "5",
-        ],
-    );
+    let (code, output) = app.cli_text(&[
+        "rebuild",
+        "--into",
+        "users_resumed",
+        "--parallel",
+        "1",
+        "--stop-after-ranges",
+        "5",
+    ]);
     assert_eq!(code, 1, "an interruption is a failure: {output}");
     assert!(output.contains("--resume"), "{output}");
     app.jobs.prepare_table(USERS_TABLE).await.unwrap();
@@ -299,7 +256,7 @@ async fn an_interrupted_rebuild_resumes_to_the_same_result(backend: Backend) {
         .unwrap();
     assert_eq!(partial.len(), 5, "five ranges checkpointed");
 
-    let (code, output) = run(&app, &["rebuild", "--into", "users_resumed", "--resume"]);
+    let (code, output) = app.cli_text(&["rebuild", "--into", "users_resumed", "--resume"]);
     assert_eq!(code, 0, "{output}");
     let total = app
         .jobs

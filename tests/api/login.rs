@@ -1,14 +1,14 @@
 //! POST /api/v1/users/login
 
-use crate::backend_tests;
-use crate::support::{Backend, PASSWORD, problem, spawn_app, unique_email};
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, PASSWORD, TestApp, problem, unique_email};
 use killrvideo_users::domain::UserEvent;
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
 async fn login_returns_a_token_and_records_the_login(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let email = unique_email();
     app.register(&email, "Ann", "Lee").await;
     let response = app
@@ -38,7 +38,7 @@ async fn login_returns_a_token_and_records_the_login(backend: Backend) {
 }
 
 async fn wrong_password_unknown_email_and_locked_account_get_the_same_401(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let email = unique_email();
     app.register(&email, "Ann", "Lee").await;
     let locked_email = unique_email();

@@ -2,10 +2,10 @@
 //! search projection under concurrent writes, rebuild and verify) and assigning and
 //! revoking the moderator role.
 
-use crate::backend_tests;
 use crate::contract::{View, assert_user_object};
-use crate::support::{Backend, TestApp, TestUser, problem, spawn_app, spawn_isolated_app};
 use futures::future::join_all;
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp, TestUser, problem, succeeded};
 use killrvideo_users::domain::projection::replay;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ fn ids(body: &Value) -> Vec<Uuid> {
 }
 
 async fn search_matches_fragments_of_each_field_ignoring_case_and_accents(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let moderator = moderator(&app).await;
     let tag = tag();
     let email = format!("mail-{tag}@example.com");
@@ -114,7 +114,7 @@ async fn search_matches_fragments_of_each_field_ignoring_case_and_accents(backen
 }
 
 async fn blank_queries_answer_an_empty_array_and_short_ones_422(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let moderator = moderator(&app).await;
     for blank in ["", "   "] {
         let (status, body, link) = search(&app, &moderator.token, blank).await;
@@ -137,7 +137,7 @@ async fn blank_queries_answer_an_empty_array_and_short_ones_422(backend: Backend
 }
 
 async fn results_are_paged_by_fifty_with_a_link_to_the_next_page(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let moderator = moderator(&app).await;
     let tag = tag();
     let seeded: Vec<Uuid> = join_all((0..57).map(|i| {
@@ -180,7 +180,7 @@ async fn results_are_paged_by_fifty_with_a_link_to_the_next_page(backend: Backen
 }
 
 async fn concurrent_first_and_last_name_changes_are_both_found(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let moderator = moderator(&app).await;
     for round in 0..3 {
         let user = app.register_user().await;
@@ -209,7 +209,7 @@ async fn concurrent_first_and_last_name_changes_are_both_found(backend: Backend)
 }
 
 async fn rebuild_restores_the_search_and_verify_watches_it(backend: Backend) {
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let moderator = moderator(&app).await;
     let tag = tag();
     let users: Vec<TestUser> = join_all((0..4).map(|_| app.register_user())).await;
@@ -235,11 +235,7 @@ async fn rebuild_restores_the_search_and_verify_watches_it(backend: Backend) {
     .await;
     assert_eq!(app.full_row(users[0].id).await, None, "emptied");
     let output = app.cli(&["rebuild"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let (_, after, _) = search(&app, &moderator.token, &query).await;
     assert_eq!(ids(&after), before, "the same users, in the same order");
 
@@ -266,26 +262,18 @@ async fn rebuild_restores_the_search_and_verify_watches_it(backend: Backend) {
     );
     assert!(stdout.contains("1 drifting users"), "{stdout}");
     let output = app.cli(&["verify", "--repair"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    succeeded(&output);
     let (_, healed, _) = search(&app, &moderator.token, &query).await;
     assert_eq!(ids(&healed), before);
     let (_, stray, _) = search(&app, &moderator.token, "zzq").await;
     assert_eq!(stray, json!([]), "the stray term is gone");
     let output = app.cli(&["verify"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    succeeded(&output);
     app.drop_keyspace().await;
 }
 
 async fn only_moderators_by_their_stored_role_may_search_or_change_roles(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let viewer = app.register_user().await;
     let target = app.register_user().await;
     // A token that claims the moderator role is still a viewer's token.
@@ -312,7 +300,7 @@ async fn only_moderators_by_their_stored_role_may_search_or_change_roles(backend
 }
 
 async fn assign_and_revoke_record_events_by_the_moderator(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let moderator = moderator(&app).await;
     let target = app.register_user().await;
     let assign = format!("{SEARCH}/{}/assign-moderator", target.id);
@@ -404,7 +392,7 @@ async fn assign_and_revoke_record_events_by_the_moderator(backend: Backend) {
 
 async fn the_last_moderator_cannot_revoke_themself(backend: Backend) {
     // A store of its own: the rule counts every moderator in it.
-    let app = spawn_isolated_app(backend).await;
+    let app = TestApp::on(backend).isolated().spawn().await;
     let first = moderator(&app).await;
     let revoke = |user: &TestUser| format!("{SEARCH}/{}/revoke-moderator", user.id);
     let events_before = app.events(first.id).await.len();

@@ -1,13 +1,13 @@
 //! GET /api/v1/users/{user_id}: public profiles.
 
-use crate::backend_tests;
-use crate::support::{Backend, problem, spawn_app};
+use killrvideo_test_support::backend_tests;
+use killrvideo_test_support::{Api, Backend, TestApp, problem};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
 async fn public_profiles_hide_the_email(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let user = app.register_user().await;
     // The user has logged in (register_user does), so there is a login time to hide.
     let response = app
@@ -32,7 +32,7 @@ async fn public_profiles_hide_the_email(backend: Backend) {
 }
 
 async fn unknown_ids_are_404_and_non_uuids_400(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = TestApp::on(backend).spawn().await;
     let unknown = app
         .client
         .get(app.url(&format!("/api/v1/users/{}", Uuid::new_v4())))
