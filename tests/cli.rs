@@ -2,8 +2,8 @@
 //! The Cassandra cases run against the real server of `scripts/cassandra`.
 
 use killrvideo_test_support::{
-    cassandra_contact_points, cassandra_options, seed_user, service_command as command, succeeded,
-    unique_email, unique_keyspace,
+    cassandra_contact_points, cassandra_options, drop_keyspace, migrated_keyspace_without_kek,
+    seed_user, service_command as command, succeeded, unique_email, unique_keyspace,
 };
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -724,17 +724,11 @@ fn embedded_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
 
 #[test]
 fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
-    use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore, migrate};
-    let keyspace = unique_keyspace("kek");
+    use killrvideo_users::store::cassandra::{CassandraOptions, CassandraStore};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     // No KEK: the binary and the stores below bring their own.
-    let options = CassandraOptions {
-        kek: Default::default(),
-        ..cassandra_options(&keyspace, Duration::from_secs(10))
-    };
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(migrate::migrate(&options))
-        .expect("migrate a keyspace (scripts/cassandra start)");
+    let options = runtime.block_on(migrated_keyspace_without_kek("kek"));
+    let keyspace = options.keyspace.clone();
     let env = [
         ("KILLRVIDEO_STORE", "cassandra".to_owned()),
         ("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", contact_points()),
@@ -751,13 +745,10 @@ fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
                 as killrvideo_users::store::SharedStore
         })
     });
-    let options = cassandra_options(&keyspace, Duration::from_secs(10));
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let session = killrvideo_users::store::cassandra::open_session(&options)
-            .await
-            .unwrap();
-        let _ = migrate::drop_keyspace(&session, &keyspace).await;
-    });
+    runtime.block_on(drop_keyspace(&cassandra_options(
+        &keyspace,
+        Duration::from_secs(10),
+    )));
 }
 
 /// The README's "Running against Cassandra" steps with no key-encryption key: `serve`,
@@ -765,22 +756,10 @@ fn cassandra_wrong_kek_is_refused_and_old_keks_open_after_rotation() {
 /// in the data directory, so the second process opens what the first one sealed.
 #[test]
 fn cassandra_without_a_kek_keeps_a_development_key_across_restarts() {
-    use killrvideo_users::store::cassandra::{CassandraOptions, migrate};
-    let keyspace = unique_keyspace("devkek");
-    let data_dir = tempfile::tempdir().unwrap();
-    let options = CassandraOptions {
-        contact_points: contact_points().split(',').map(str::to_owned).collect(),
-        keyspace: keyspace.clone(),
-        local_dc: None,
-        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
-        request_timeout: Duration::from_secs(10),
-        speculative_delay: Duration::from_millis(200),
-        kek: Default::default(),
-    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
-        .block_on(migrate::migrate(&options))
-        .expect("migrate a keyspace (scripts/cassandra start)");
+    let options = runtime.block_on(migrated_keyspace_without_kek("devkek"));
+    let keyspace = options.keyspace.clone();
+    let data_dir = tempfile::tempdir().unwrap();
     let env = [
         ("KILLRVIDEO_STORE", "cassandra".to_owned()),
         ("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", contact_points()),
@@ -889,10 +868,5 @@ fn cassandra_without_a_kek_keeps_a_development_key_across_restarts() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    runtime.block_on(async {
-        let session = killrvideo_users::store::cassandra::open_session(&options)
-            .await
-            .unwrap();
-        let _ = migrate::drop_keyspace(&session, &keyspace).await;
-    });
+    runtime.block_on(drop_keyspace(&options));
 }

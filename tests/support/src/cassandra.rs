@@ -40,6 +40,27 @@ pub fn unique_keyspace(prefix: &str) -> String {
     name[..name.len().min(48)].to_owned()
 }
 
+/// A freshly migrated keyspace on the test Cassandra whose stores bring their own
+/// key-encryption keys (none configured here): for the tests of the binary's keys.
+pub async fn migrated_keyspace_without_kek(prefix: &str) -> CassandraOptions {
+    let options = CassandraOptions {
+        kek: Default::default(),
+        ..cassandra_options(&unique_keyspace(prefix), Duration::from_secs(10))
+    };
+    migrate::migrate(&options)
+        .await
+        .expect("migrate a keyspace (scripts/cassandra start)");
+    options
+}
+
+/// Drops the keyspace of `options`, if it is there.
+pub async fn drop_keyspace(options: &CassandraOptions) {
+    let session = killrvideo_users::store::cassandra::open_session(options)
+        .await
+        .expect("connect to the test Cassandra");
+    let _ = migrate::drop_keyspace(&session, &options.keyspace).await;
+}
+
 static MIGRATED: OnceCell<()> = OnceCell::const_new();
 
 /// Connects to the shared test keyspace, migrating it once per test binary.

@@ -23,7 +23,8 @@ mod handlers;
 pub use api::{Api, Call, Reply, TestUser, problem, sign, unauthorized};
 pub use app::{Raw, TestApp, TestAppBuilder};
 pub use cassandra::{
-    TEST_KEYSPACE, cassandra_contact_points, cassandra_options, cassandra_store, unique_keyspace,
+    TEST_KEYSPACE, cassandra_contact_points, cassandra_options, cassandra_store, drop_keyspace,
+    migrated_keyspace_without_kek, unique_keyspace,
 };
 pub use handlers::TestRouter;
 
