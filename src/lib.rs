@@ -30,4 +30,4 @@ pub mod store;
 pub mod telemetry;
 
 #[cfg(test)]
-mod layering;
+mod architecture_tests;

@@ -1,9 +1,11 @@
-//! The layering rule, checked: every `crate::` path in a module's code names a module of
-//! its own layer or of one below it (docs/architecture.md). A lower layer that imports a
-//! higher one fails `cargo test`, and so CI.
+//! The architecture, checked, so that the maps a newcomer reads first stay true.
 //!
-//! Comments are not code: a doc line may name a module above (`crate::http::auth` in
-//! `auth`'s docs, say) without depending on it.
+//! - **The layering rule**: every `crate::` path in a module's code names a module of its
+//!   own layer or of one below it (docs/architecture.md). A lower layer that imports a
+//!   higher one fails `cargo test`, and so CI. Comments are not code: a doc line may name
+//!   a module above (`crate::http::auth` in `auth`'s docs, say) without depending on it.
+//! - **The maps**: every path the README's layout names exists, every file of `src/`
+//!   and of the store is on it, and `lib.rs`'s Layout names every module.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -144,8 +146,7 @@ fn no_module_imports_a_layer_above_it() {
 
 #[test]
 fn every_top_level_module_has_a_layer() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .expect("read lib.rs");
+    let lib = repository_file("src/lib.rs");
     for line in lib.lines() {
         if let Some(module) = line.strip_prefix("pub mod ") {
             let module = module.trim_end_matches(';');
@@ -179,4 +180,101 @@ fn the_check_sees_a_back_edge_in_any_form() {
         assert_eq!(edges.len(), 1, "{form}: {edges:?}");
         assert_eq!(edges[0].1, names, "{form}");
     }
+}
+
+// ----- the maps -----
+
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|err| panic!("read {path}: {err}"))
+}
+
+/// The README's layout tree: the fenced block after `## Layout`.
+fn readme_tree() -> String {
+    let readme = repository_file("README.md");
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .expect("the README has a Layout section");
+    layout
+        .split("```")
+        .nth(1)
+        .expect("the Layout section has a tree")
+        .to_owned()
+}
+
+#[test]
+fn every_path_on_the_readme_tree_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tree = readme_tree();
+    let missing: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|path| path.contains('/') || path.ends_with(".toml"))
+        .filter(|path| !root.join(path).exists())
+        .collect();
+    assert!(missing.is_empty(), "the README's layout names {missing:?}");
+}
+
+#[test]
+fn every_source_file_and_store_file_is_on_the_readme_tree() {
+    let tree = readme_tree();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut absent = Vec::new();
+    for dir in ["", "store"] {
+        for entry in std::fs::read_dir(src.join(dir)).expect("read src") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "mod.rs" || name == "architecture_tests.rs" {
+                continue;
+            }
+            let shown = if dir.is_empty() {
+                format!("src/{name}")
+            } else {
+                format!("src/{dir}/{name}")
+            };
+            let shown = if path.is_dir() { format!("{shown}/") } else { shown };
+            if !tree.contains(&shown) {
+                absent.push(shown);
+            }
+        }
+    }
+    // These lines list their files by stem (a subcommand's with `-` for `_`):
+    // `mod · event_log · rows · ...`, `(serve, migrate, set-role, ...)`.
+    for dir in ["cli", "store/embedded", "store/cassandra"] {
+        let line = tree
+            .lines()
+            .find(|l| l.starts_with(&format!("src/{dir}/")))
+            .unwrap_or_else(|| panic!("no line for src/{dir}/"));
+        for file in rust_files(&src.join(dir)) {
+            let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+            if stem == "mod" {
+                continue;
+            }
+            let listed = line
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                .any(|word| word == stem || word == stem.replace('_', "-"));
+            if !listed {
+                absent.push(format!("src/{dir}/{stem}.rs"));
+            }
+        }
+    }
+    assert!(absent.is_empty(), "not on the README's layout: {absent:?}");
+}
+
+#[test]
+fn the_crate_docs_name_every_module() {
+    let lib = repository_file("src/lib.rs");
+    let docs: String = lib
+        .lines()
+        .filter(|l| l.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let unnamed: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .filter(|m| !docs.contains(&format!("[`{m}`]")))
+        .collect();
+    assert!(unnamed.is_empty(), "lib.rs's Layout leaves out {unnamed:?}");
 }
