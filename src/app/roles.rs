@@ -7,7 +7,7 @@ use crate::domain::UserRow;
 use crate::domain::decide;
 use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::role::{AccountStatus, role_for_status};
-use crate::store::{Precondition, StoreError, UserStore};
+use crate::store::{EventLog, Precondition, StoreError, UserStore};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -42,7 +42,7 @@ pub struct RoleChanger<'a> {
 /// row just read, and retried a few times if a concurrent write got in between, so the
 /// recorded `from` is always true.
 pub async fn set_role(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
     status: AccountStatus,
@@ -112,7 +112,7 @@ const LEASE_WAIT: Duration = Duration::from_secs(3);
 const LEASE_RETRY: Duration = Duration::from_millis(25);
 
 /// The user after a role change, as stored.
-async fn refetch(store: &dyn UserStore, user_id: Uuid) -> Result<UserRow, ModerationError> {
+async fn refetch(store: &dyn EventLog, user_id: Uuid) -> Result<UserRow, ModerationError> {
     store
         .find_user(user_id)
         .await?
@@ -121,7 +121,7 @@ async fn refetch(store: &dyn UserStore, user_id: Uuid) -> Result<UserRow, Modera
 
 /// Makes a user a moderator; a moderator already is one, and nothing is recorded.
 pub async fn assign_moderator(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
 ) -> Result<UserRow, ModerationError> {
