@@ -1,12 +1,14 @@
 //! Changing a user's role: the operator's `set-role`, and the moderators' assign and
 //! revoke of the moderation API. Every change is an `AccountStatusChanged` event, the
-//! only way `account_status` changes.
+//! only way `account_status` changes. The moderation API's rules are decided in
+//! `domain::role`; this module reads what they need and records what they allow,
+//! under the moderators' lease for a revocation.
 
 use crate::clock::EventClock;
 use crate::domain::UserRow;
 use crate::domain::decide;
 use crate::domain::events::{Actor, EventEnvelope};
-use crate::domain::role::{AccountStatus, role_for_status};
+use crate::domain::role::{self, AccountStatus, ModeratorRuleBroken};
 use crate::store::{EventLog, Precondition, StoreError, UserStore};
 use std::time::Duration;
 use uuid::Uuid;
@@ -86,13 +88,9 @@ pub enum ModerationError {
     /// No such user.
     #[error("no user {0}")]
     NoSuchUser(Uuid),
-    /// The account's status grants no role (suspended, say): promoting it would lift a
-    /// suspension, which is an operator's decision.
-    #[error("the account's status is `{0}`; only an operator can change it (set-role)")]
-    NotEligible(String),
-    /// Revoking would leave no moderator.
-    #[error("this is the last moderator; make someone else a moderator first")]
-    LastModerator,
+    /// A rule of the moderation API refused it: not eligible, or the last moderator.
+    #[error(transparent)]
+    Refused(#[from] ModeratorRuleBroken),
     /// Another revocation holds the moderators' lease for longer than we wait.
     #[error("another role change is in progress; retry shortly")]
     Busy,
@@ -126,10 +124,7 @@ pub async fn assign_moderator(
     user_id: Uuid,
 ) -> Result<UserRow, ModerationError> {
     let current = refetch(store, user_id).await?;
-    let status = current.account_status().unwrap_or_default();
-    if role_for_status(status).is_none() {
-        return Err(ModerationError::NotEligible(status.to_owned()));
-    }
+    role::may_assign_moderator(current.account_status())?;
     match set_role(store, changer, user_id, AccountStatus::Moderator).await? {
         SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
         SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => refetch(store, user_id).await,
@@ -145,7 +140,7 @@ pub async fn revoke_moderator(
     user_id: Uuid,
 ) -> Result<UserRow, ModerationError> {
     let current = refetch(store, user_id).await?;
-    if current.account_status() != Some(AccountStatus::Moderator.as_str()) {
+    if !role::holds_moderator_role(current.account_status()) {
         return Ok(current);
     }
     let owner = Uuid::new_v4();
@@ -175,9 +170,7 @@ async fn revoke_holding_the_lease(
     let moderators = store
         .users_with_status(AccountStatus::Moderator.as_str(), 2)
         .await?;
-    if moderators.iter().all(|id| *id == user_id) {
-        return Err(ModerationError::LastModerator);
-    }
+    role::may_revoke_moderator(user_id, &moderators)?;
     match set_role(store, changer, user_id, AccountStatus::Viewer).await? {
         SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
         SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),

@@ -125,9 +125,7 @@ fn target_id(raw: &str) -> Result<Uuid, ApiError> {
 fn moderation_error(err: ModerationError) -> ApiError {
     match err {
         ModerationError::NoSuchUser(id) => ApiError::NotFound(format!("no user {id}")),
-        ModerationError::NotEligible(_) | ModerationError::LastModerator => {
-            ApiError::Conflict(err.to_string())
-        }
+        ModerationError::Refused(_) => ApiError::Conflict(err.to_string()),
         ModerationError::Busy => ApiError::Contended(err.to_string()),
         ModerationError::Store(store) => store.into(),
     }
