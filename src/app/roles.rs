@@ -117,32 +117,59 @@ async fn refetch(store: &dyn EventLog, user_id: Uuid) -> Result<UserRow, Moderat
         .ok_or(ModerationError::NoSuchUser(user_id))
 }
 
-/// Makes a user a moderator; a moderator already is one, and nothing is recorded.
-pub async fn assign_moderator(
-    store: &dyn EventLog,
-    changer: &RoleChanger<'_>,
-    user_id: Uuid,
-) -> Result<UserRow, ModerationError> {
-    let current = refetch(store, user_id).await?;
-    role::may_assign_moderator(current.account_status())?;
-    match set_role(store, changer, user_id, AccountStatus::Moderator).await? {
-        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
-        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => refetch(store, user_id).await,
-    }
+/// A moderator's change to another account's role, through the moderation API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeratorChange {
+    /// Makes a user a moderator; a moderator already is one, and nothing is recorded.
+    Assign,
+    /// Makes a moderator a viewer again, unless no other moderator would remain;
+    /// someone who is not a moderator is left as they are, and nothing is recorded. A
+    /// moderator may revoke their own role while another moderator remains.
+    Revoke,
 }
 
-/// Makes a moderator a viewer again, unless no other moderator would remain; someone who
-/// is not a moderator is left as they are, and nothing is recorded. A moderator may
-/// revoke their own role while another moderator remains.
-pub async fn revoke_moderator(
+/// Applies a moderator's `change` to `user_id`'s role, under `domain::role`'s rules,
+/// and answers the user as stored afterwards.
+pub async fn change_moderator(
     store: &dyn UserStore,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
+    change: ModeratorChange,
 ) -> Result<UserRow, ModerationError> {
     let current = refetch(store, user_id).await?;
-    if !role::holds_moderator_role(current.account_status()) {
-        return Ok(current);
+    match change {
+        ModeratorChange::Assign => {
+            role::may_assign_moderator(current.account_status())?;
+            record(store, changer, user_id, AccountStatus::Moderator).await?;
+        }
+        ModeratorChange::Revoke if !role::holds_moderator_role(current.account_status()) => {
+            return Ok(current);
+        }
+        ModeratorChange::Revoke => revoke_under_the_lease(store, changer, user_id).await?,
     }
+    refetch(store, user_id).await
+}
+
+/// Records the status change; a user gone in between is not found.
+async fn record(
+    store: &dyn EventLog,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+    status: AccountStatus,
+) -> Result<(), ModerationError> {
+    match set_role(store, changer, user_id, status).await? {
+        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
+        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),
+    }
+}
+
+/// Revokes while holding the moderators' lease, so that two revocations can never both
+/// count the other as the moderator who remains.
+async fn revoke_under_the_lease(
+    store: &dyn UserStore,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+) -> Result<(), ModerationError> {
     let owner = Uuid::new_v4();
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     while !store
@@ -158,8 +185,7 @@ pub async fn revoke_moderator(
     if let Err(err) = store.release_lease(MODERATORS_LEASE, owner).await {
         tracing::warn!(error = %err, "could not release the moderators' lease; it lapses by itself");
     }
-    outcome?;
-    refetch(store, user_id).await
+    outcome
 }
 
 async fn revoke_holding_the_lease(
@@ -171,8 +197,5 @@ async fn revoke_holding_the_lease(
         .users_with_status(AccountStatus::Moderator.as_str(), 2)
         .await?;
     role::may_revoke_moderator(user_id, &moderators)?;
-    match set_role(store, changer, user_id, AccountStatus::Viewer).await? {
-        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
-        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),
-    }
+    record(store, changer, user_id, AccountStatus::Viewer).await
 }
