@@ -19,7 +19,7 @@ pub enum SetRoleOutcome {
     /// An `AccountStatusChanged` event was recorded.
     Changed {
         /// The previous status.
-        from: Option<String>,
+        from: Option<AccountStatus>,
         /// The event.
         event_id: Uuid,
     },
@@ -53,7 +53,7 @@ pub async fn set_role(
         let Some(current) = store.find_user(user_id).await? else {
             return Ok(SetRoleOutcome::NoSuchUser);
         };
-        let Some(event) = decide::change_account_status(&current, status) else {
+        let Some(event) = decide::change_account_status(&current, status.clone()) else {
             return Ok(SetRoleOutcome::Unchanged);
         };
         let envelope = EventEnvelope::new(
@@ -69,7 +69,7 @@ pub async fn set_role(
         match store.append(&envelope, precondition).await {
             Ok(()) => {
                 return Ok(SetRoleOutcome::Changed {
-                    from: current.account_status().map(str::to_owned),
+                    from: current.status().cloned(),
                     event_id: envelope.event_id,
                 });
             }
@@ -139,10 +139,10 @@ pub async fn change_moderator(
     let current = refetch(store, user_id).await?;
     match change {
         ModeratorChange::Assign => {
-            role::may_assign_moderator(current.account_status())?;
+            role::may_assign_moderator(current.status())?;
             record(store, changer, user_id, AccountStatus::Moderator).await?;
         }
-        ModeratorChange::Revoke if !role::holds_moderator_role(current.account_status()) => {
+        ModeratorChange::Revoke if !role::holds_moderator_role(current.status()) => {
             return Ok(current);
         }
         ModeratorChange::Revoke => revoke_under_the_lease(store, changer, user_id).await?,
@@ -194,7 +194,7 @@ async fn revoke_holding_the_lease(
     user_id: Uuid,
 ) -> Result<(), ModerationError> {
     let moderators = store
-        .users_with_status(AccountStatus::Moderator.as_str(), 2)
+        .users_with_status(&AccountStatus::Moderator, 2)
         .await?;
     role::may_revoke_moderator(user_id, &moderators)?;
     record(store, changer, user_id, AccountStatus::Viewer).await

@@ -3,6 +3,7 @@
 //! As in KillrVideo, `account_status` doubles as the role. The role is always read from
 //! the users row, never from a token: a token only says who the caller is.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use uuid::Uuid;
 
@@ -21,12 +22,7 @@ pub enum Role {
 /// ordinary account and counts as a viewer; `inactive`, `suspended` and anything unknown
 /// grant nothing.
 pub fn role_for_status(account_status: &str) -> Option<Role> {
-    match account_status {
-        "viewer" | "active" => Some(Role::Viewer),
-        "creator" => Some(Role::Creator),
-        "moderator" => Some(Role::Moderator),
-        _ => None,
-    }
+    AccountStatus::from_stored(account_status).role()
 }
 
 impl Role {
@@ -47,14 +43,13 @@ impl Role {
 /// moderator may do whatever a creator or a viewer may. Empty for a status that grants
 /// nothing (suspended, inactive, unknown).
 pub fn roles_granted_by(account_status: &str) -> Vec<Role> {
-    match role_for_status(account_status) {
-        Some(top) => Role::ALL.into_iter().filter(|role| *role <= top).collect(),
-        None => Vec::new(),
-    }
+    AccountStatus::from_stored(account_status).roles_granted()
 }
 
-/// The statuses an operator may set with `set-role`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An account's status, as the users row and the events hold it. An operator may set
+/// the first four ([`AccountStatus::SETTABLE`]); the others are values a store may hold
+/// already (KillrVideo's seed data), kept exactly as they were written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AccountStatus {
     /// The default for new accounts.
     Viewer,
@@ -64,36 +59,106 @@ pub enum AccountStatus {
     Moderator,
     /// Blocked: every authenticated request gets 403.
     Suspended,
+    /// KillrVideo's seed value for an ordinary account: a viewer.
+    Active,
+    /// KillrVideo's seed value for a closed account: grants nothing.
+    Inactive,
+    /// Any other stored value, kept as it was: grants nothing. Made only by
+    /// [`AccountStatus::from_stored`], for a value none of the others is.
+    Other(String),
 }
 
 impl AccountStatus {
-    /// Every settable status, for help texts and parsing.
-    pub const ALL: [AccountStatus; 4] = [
+    /// The statuses an operator may set, for help texts and parsing.
+    pub const SETTABLE: [AccountStatus; 4] = [
         AccountStatus::Viewer,
         AccountStatus::Creator,
         AccountStatus::Moderator,
         AccountStatus::Suspended,
     ];
 
-    /// The value stored in `users.account_status`.
-    pub fn as_str(self) -> &'static str {
+    /// The value stored in `users.account_status` and in the events.
+    pub fn as_str(&self) -> &str {
         match self {
             AccountStatus::Viewer => "viewer",
             AccountStatus::Creator => "creator",
             AccountStatus::Moderator => "moderator",
             AccountStatus::Suspended => "suspended",
+            AccountStatus::Active => "active",
+            AccountStatus::Inactive => "inactive",
+            AccountStatus::Other(raw) => raw,
         }
     }
 
-    /// Parses an operator's input.
+    /// Parses an operator's input: one of [`AccountStatus::SETTABLE`].
     pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == raw)
+        Self::SETTABLE
+            .into_iter()
+            .find(|status| status.as_str() == raw)
+    }
+
+    /// Reads a stored value, whatever it is: `as_str` gives it back unchanged.
+    pub fn from_stored(raw: &str) -> Self {
+        match raw {
+            "viewer" => AccountStatus::Viewer,
+            "creator" => AccountStatus::Creator,
+            "moderator" => AccountStatus::Moderator,
+            "suspended" => AccountStatus::Suspended,
+            "active" => AccountStatus::Active,
+            "inactive" => AccountStatus::Inactive,
+            other => AccountStatus::Other(other.to_owned()),
+        }
+    }
+
+    /// The role this status grants, if any.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            AccountStatus::Viewer | AccountStatus::Active => Some(Role::Viewer),
+            AccountStatus::Creator => Some(Role::Creator),
+            AccountStatus::Moderator => Some(Role::Moderator),
+            AccountStatus::Suspended | AccountStatus::Inactive | AccountStatus::Other(_) => None,
+        }
+    }
+
+    /// Every role this status grants: its own and the weaker ones.
+    pub fn roles_granted(&self) -> Vec<Role> {
+        match self.role() {
+            Some(top) => Role::ALL.into_iter().filter(|role| *role <= top).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl From<&str> for AccountStatus {
+    fn from(raw: &str) -> Self {
+        Self::from_stored(raw)
+    }
+}
+
+impl From<String> for AccountStatus {
+    fn from(raw: String) -> Self {
+        Self::from_stored(&raw)
     }
 }
 
 impl fmt::Display for AccountStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// As the plain string it has always been in event payloads.
+impl Serialize for AccountStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Any string: an unknown status is kept, never refused.
+impl<'de> Deserialize<'de> for AccountStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(Self::from_stored(&raw))
     }
 }
 
@@ -113,18 +178,22 @@ pub enum ModeratorRuleBroken {
 
 /// Whether a moderator may make the account with `status` a moderator: only if its
 /// status grants a role already. No status at all is not eligible either.
-pub fn may_assign_moderator(status: Option<&str>) -> Result<(), ModeratorRuleBroken> {
-    let status = status.unwrap_or_default();
-    match role_for_status(status) {
+pub fn may_assign_moderator(status: Option<&AccountStatus>) -> Result<(), ModeratorRuleBroken> {
+    match status.and_then(AccountStatus::role) {
         Some(_) => Ok(()),
-        None => Err(ModeratorRuleBroken::NotEligible(status.to_owned())),
+        None => Err(ModeratorRuleBroken::NotEligible(
+            status
+                .map(AccountStatus::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        )),
     }
 }
 
 /// Whether revoking the moderator role from an account with `status` changes anything:
 /// only a moderator has the role to lose; anyone else is left as they are.
-pub fn holds_moderator_role(status: Option<&str>) -> bool {
-    status == Some(AccountStatus::Moderator.as_str())
+pub fn holds_moderator_role(status: Option<&AccountStatus>) -> bool {
+    status == Some(&AccountStatus::Moderator)
 }
 
 /// Whether `target` may stop being a moderator, given `moderators`: accounts whose
@@ -166,16 +235,17 @@ mod tests {
     #[test]
     fn given_an_account_whose_status_grants_a_role_when_assigned_moderator_then_it_may_be() {
         for status in ["viewer", "active", "creator", "moderator"] {
-            assert_eq!(may_assign_moderator(Some(status)), Ok(()), "{status}");
+            let status = AccountStatus::from_stored(status);
+            assert_eq!(may_assign_moderator(Some(&status)), Ok(()), "{status}");
         }
     }
 
     #[test]
     fn given_a_suspended_or_unknown_account_when_assigned_moderator_then_it_is_not_eligible() {
-        for status in ["suspended", "inactive", "admin"] {
+        for raw in ["suspended", "inactive", "admin"] {
             assert_eq!(
-                may_assign_moderator(Some(status)),
-                Err(ModeratorRuleBroken::NotEligible(status.to_owned()))
+                may_assign_moderator(Some(&AccountStatus::from_stored(raw))),
+                Err(ModeratorRuleBroken::NotEligible(raw.to_owned()))
             );
         }
         assert_eq!(
@@ -186,10 +256,12 @@ mod tests {
 
     #[test]
     fn given_an_account_that_is_not_a_moderator_when_revoked_then_there_is_nothing_to_revoke() {
-        assert!(holds_moderator_role(Some("moderator")));
-        for status in [Some("viewer"), Some("creator"), Some("suspended"), None] {
-            assert!(!holds_moderator_role(status), "{status:?}");
+        assert!(holds_moderator_role(Some(&AccountStatus::Moderator)));
+        for status in ["viewer", "creator", "suspended", "Moderator"] {
+            let status = AccountStatus::from_stored(status);
+            assert!(!holds_moderator_role(Some(&status)), "{status}");
         }
+        assert!(!holds_moderator_role(None));
     }
 
     #[test]
@@ -211,5 +283,39 @@ mod tests {
         let (target, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
         assert_eq!(may_revoke_moderator(target, &[target, other]), Ok(()));
         assert_eq!(may_revoke_moderator(target, &[other]), Ok(()));
+    }
+
+    #[test]
+    fn every_stored_status_reads_back_as_written_and_old_payloads_decode() {
+        for raw in [
+            "viewer",
+            "creator",
+            "moderator",
+            "suspended",
+            "active",
+            "inactive",
+            "",
+            "Moderator",
+            "admin",
+        ] {
+            let status = AccountStatus::from_stored(raw);
+            assert_eq!(status.as_str(), raw);
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, serde_json::to_string(raw).unwrap());
+            assert_eq!(
+                serde_json::from_str::<AccountStatus>(&json).unwrap(),
+                status
+            );
+        }
+        assert_eq!(AccountStatus::from_stored("admin").role(), None);
+        assert_eq!(
+            AccountStatus::parse("active"),
+            None,
+            "not an operator's to set"
+        );
+        assert_eq!(
+            AccountStatus::parse("creator"),
+            Some(AccountStatus::Creator)
+        );
     }
 }

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::domain::login::{GuessDecision, GuessOutcome};
 use crate::domain::projection::Column;
+use crate::domain::role::AccountStatus;
 use crate::domain::{EventEnvelope, UserRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -148,7 +149,11 @@ pub trait UserSearch: Send + Sync + 'static {
     ) -> Result<Vec<(SearchKey, UserRow)>, StoreError>;
 
     /// Ids of users whose stored `account_status` is `status`, at most `limit`.
-    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
+    async fn users_with_status(
+        &self,
+        status: &AccountStatus,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
 }
 
 /// The steps of an account's erasure after `UserErased` is in the log (`app::erasure`,

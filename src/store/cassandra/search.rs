@@ -2,6 +2,7 @@
 
 use super::rows::{BoundValues, SearchCandidate};
 use super::{CassandraStore, classify, internal};
+use crate::domain::role::AccountStatus;
 use crate::domain::user::UserRow;
 use crate::store::{CandidateQuery, SearchKey, StoreError, UserSearch};
 use async_trait::async_trait;
@@ -62,7 +63,12 @@ impl UserSearch for CassandraStore {
         Ok(found)
     }
 
-    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+    async fn users_with_status(
+        &self,
+        status: &AccountStatus,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let status = status.as_str();
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let result = self
             .session()

@@ -2,6 +2,7 @@
 
 use super::EmbeddedStore;
 use super::rows::{USER_COLUMNS, read_cells, uuid_column};
+use crate::domain::role::AccountStatus;
 use crate::domain::user::UserRow;
 use crate::store::{CandidateQuery, SearchKey, StoreError, UserSearch};
 use async_trait::async_trait;
@@ -79,8 +80,12 @@ impl UserSearch for EmbeddedStore {
         .await
     }
 
-    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
-        let status = status.to_owned();
+    async fn users_with_status(
+        &self,
+        status: &AccountStatus,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let status = status.as_str().to_owned();
         // The database thread: a status just changed by a write is already visible.
         self.database
             .read(move |c| {
