@@ -2,6 +2,7 @@
 //! meaning everywhere. Values arrive as strings and are parsed here, so that a bad one
 //! stops start-up with one line naming the variable and what it accepts (exit code 2).
 
+use crate::http::Limits;
 use crate::store::cassandra::CassandraOptions;
 use crate::store::keys::KekSettings;
 use crate::store::schema::validate_identifier;
@@ -142,6 +143,12 @@ pub enum StoreSettings {
     },
     /// A Cassandra cluster.
     Cassandra(CassandraOptions),
+}
+
+/// A duration as its flag takes it (`10s`, `500ms`): how a default held as a
+/// `Duration` elsewhere is shown and parsed as a flag's default.
+fn duration_text(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
 }
 
 fn parse_duration(
@@ -345,14 +352,14 @@ pub struct ServeArgs {
     #[arg(
         long = "max-in-flight",
         env = "KILLRVIDEO_MAX_IN_FLIGHT",
-        default_value = "512"
+        default_value_t = Limits::DEFAULT.max_in_flight.to_string()
     )]
     pub max_in_flight: String,
     /// Longest a request may take before it is abandoned with 503.
     #[arg(
         long = "request-timeout",
         env = "KILLRVIDEO_REQUEST_TIMEOUT",
-        default_value = "10s"
+        default_value_t = duration_text(Limits::DEFAULT.request_timeout)
     )]
     pub http_request_timeout: String,
     /// Comma-separated exact browser origins allowed to call the API with
@@ -364,7 +371,7 @@ pub struct ServeArgs {
     #[arg(
         long = "header-read-timeout",
         env = "KILLRVIDEO_HEADER_READ_TIMEOUT",
-        default_value = "5s"
+        default_value_t = duration_text(Limits::DEFAULT.header_read_timeout)
     )]
     pub header_read_timeout: String,
     /// Connections open at once; more are answered 503 and closed. Never more than the
@@ -372,7 +379,7 @@ pub struct ServeArgs {
     #[arg(
         long = "max-connections",
         env = "KILLRVIDEO_MAX_CONNECTIONS",
-        default_value = "4096"
+        default_value_t = Limits::DEFAULT.max_connections.to_string()
     )]
     pub max_connections: String,
     /// Comma-separated addresses or CIDR blocks of proxies whose `X-Forwarded-For` is
@@ -397,7 +404,7 @@ pub struct ServeSettings {
     /// Token lifetime.
     pub jwt_ttl: Duration,
     /// Overload limits.
-    pub limits: crate::http::Limits,
+    pub limits: Limits,
     /// Browser origins allowed by CORS.
     pub cors_origins: crate::http::CorsOrigins,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -479,7 +486,7 @@ impl ServeArgs {
             listen,
             jwt_secret,
             jwt_ttl: parse_duration(&self.jwt_ttl, "KILLRVIDEO_JWT_TTL", "jwt-ttl")?,
-            limits: crate::http::Limits {
+            limits: Limits {
                 max_in_flight: positive(
                     &self.max_in_flight,
                     "KILLRVIDEO_MAX_IN_FLIGHT",
@@ -598,5 +605,21 @@ mod tests {
                 .to_string();
         assert!(message.contains("KILLRVIDEO_JWT_SECRET"));
         assert!(message.contains("<redacted>"));
+    }
+
+    #[test]
+    fn serve_defaults_are_the_limits_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let settings = Serve::parse_from(["serve"]).args.settings().unwrap();
+        let (parsed, default) = (settings.limits, Limits::default());
+        assert_eq!(parsed.max_in_flight, default.max_in_flight);
+        assert_eq!(parsed.max_connections, default.max_connections);
+        assert_eq!(parsed.request_timeout, default.request_timeout);
+        assert_eq!(parsed.header_read_timeout, default.header_read_timeout);
     }
 }

@@ -7,7 +7,7 @@ use crate::config::{ServeSettings, StoreSettings};
 use crate::http::{AppState, CorsOrigins, Limits, router};
 use crate::store::cassandra::CassandraStore;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{SharedProjectionStore, SharedStore, StoreError};
+use crate::store::{SharedBackend, SharedStore, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// Opens the configured backend; for Cassandra this also checks the schema and prepares
 /// every statement.
-pub async fn open_store(settings: &StoreSettings) -> Result<SharedProjectionStore, StoreError> {
+pub async fn open_store(settings: &StoreSettings) -> Result<SharedBackend, StoreError> {
     Ok(match settings {
         StoreSettings::Embedded {
             data_dir,

@@ -19,7 +19,7 @@ use killrvideo_users::domain::events::{
 };
 use killrvideo_users::startup::open_store;
 use killrvideo_users::store::cassandra::{migrate, open_session};
-use killrvideo_users::store::{Credentials, Precondition, SharedProjectionStore};
+use killrvideo_users::store::{Credentials, Precondition, SharedBackend};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -581,7 +581,7 @@ fn own_event(user_id: Uuid, clock: &EventClock, event: UserEvent) -> EventEnvelo
 }
 
 struct FloorTarget {
-    store: SharedProjectionStore,
+    store: SharedBackend,
     /// At most `--concurrency` calls in flight, as the HTTP side has connections.
     slots: tokio::sync::Semaphore,
     users: Vec<Uuid>,
@@ -657,7 +657,7 @@ impl Target for FloorTarget {
 
 /// Registers users directly in the store (no argon2: the floor never logs in).
 async fn seed_users(
-    store: &SharedProjectionStore,
+    store: &SharedBackend,
     count: usize,
     concurrency: usize,
 ) -> Result<Vec<Uuid>, String> {

@@ -6,7 +6,7 @@
 use crate::domain::audit::{FieldAudit, audit_event, state_as_of, written_at};
 use crate::domain::projection::CellValue;
 use crate::domain::{EventEnvelope, UserRow};
-use crate::store::{EventPage, StoreError, UserStore};
+use crate::store::{EventLog, EventPage, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -154,7 +154,7 @@ pub fn decode_cursor(cursor: &str) -> Option<Uuid> {
 /// (no row, but a log) still has a history: every event with its type, times, actor
 /// and fields, each value `[erased]`.
 pub async fn history_page(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     user_id: Uuid,
     before: Option<Uuid>,
     limit: usize,
@@ -192,7 +192,7 @@ pub async fn history_page(
 
 /// Every event of a user, newest first, read page by page.
 pub async fn all_events(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     user_id: Uuid,
 ) -> Result<Vec<EventEnvelope>, StoreError> {
     let mut events = Vec::new();
@@ -219,7 +219,7 @@ pub async fn all_events(
 /// The profile as it was at `instant`, replayed from the log; `None` if the user did
 /// not exist then (or does not exist at all).
 pub async fn profile_as_of(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     user_id: Uuid,
     instant: DateTime<Utc>,
 ) -> Result<Option<UserRow>, StoreError> {

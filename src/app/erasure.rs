@@ -21,12 +21,12 @@ use crate::domain::UserRow;
 use crate::domain::email::Email;
 use crate::domain::events::{Actor, EventEnvelope, UserErased, UserEvent};
 use crate::domain::registration::LoginAttempt;
-use crate::store::{Precondition, StoreError, UserStore};
+use crate::store::{ErasureStore, Precondition, StoreError};
 use uuid::Uuid;
 
 /// One user's erasure, step by step.
 pub struct Erasure<'a> {
-    store: &'a dyn UserStore,
+    store: &'a dyn ErasureStore,
     user_id: Uuid,
     /// The credentials' key, from the row's email while there is a row.
     email_key: Option<String>,
@@ -58,13 +58,13 @@ pub enum EraseError {
 
 impl<'a> Erasure<'a> {
     /// The erasure of `user_id`, whose row (if it still has one) names the email.
-    pub async fn of(store: &'a dyn UserStore, user_id: Uuid) -> Result<Self, StoreError> {
+    pub async fn of(store: &'a dyn ErasureStore, user_id: Uuid) -> Result<Self, StoreError> {
         let row = store.raw_row(user_id).await?;
         Ok(Self::with_row(store, user_id, row.as_ref()))
     }
 
     /// The erasure of the user whose row is `row` (`None`: the row is gone already).
-    pub fn with_row(store: &'a dyn UserStore, user_id: Uuid, row: Option<&UserRow>) -> Self {
+    pub fn with_row(store: &'a dyn ErasureStore, user_id: Uuid, row: Option<&UserRow>) -> Self {
         let email_key = row
             .and_then(UserRow::email)
             .and_then(|email| Email::parse(email).ok())

@@ -7,7 +7,7 @@ use crate::clock::EventClock;
 use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::profile::ProfileChanges;
 use crate::domain::{UserRow, decide};
-use crate::store::{Precondition, StoreError, UserStore};
+use crate::store::{EventLog, Precondition, StoreError};
 
 /// Why an update was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum UpdateError {
 /// in turn, the first one writes and the others, finding the row moved on while they
 /// waited, are refused without a round.
 pub async fn update_profile(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     clock: &EventClock,
     turns: &Turns,
     current: UserRow,

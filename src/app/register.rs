@@ -9,7 +9,7 @@ use crate::domain::UserRow;
 use crate::domain::decide;
 use crate::domain::events::{Actor, EventEnvelope};
 use crate::domain::registration::Registration;
-use crate::store::{Credentials, StoreError, UserStore};
+use crate::store::{Credentials, EventLog, StoreError};
 use uuid::Uuid;
 
 /// Why a registration did not happen.
@@ -35,7 +35,7 @@ pub enum RegisterError {
 /// after another instead of contending for the claim's lightweight transaction, which
 /// on a 3-node cluster with a node down turned one of ten rivals into a 503.
 pub async fn register(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     passwords: &Passwords,
     clock: &EventClock,
     turns: &Turns,

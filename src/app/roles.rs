@@ -1,13 +1,15 @@
 //! Changing a user's role: the operator's `set-role`, and the moderators' assign and
 //! revoke of the moderation API. Every change is an `AccountStatusChanged` event, the
-//! only way `account_status` changes.
+//! only way `account_status` changes. The moderation API's rules are decided in
+//! `domain::role`; this module reads what they need and records what they allow,
+//! under the moderators' lease for a revocation.
 
 use crate::clock::EventClock;
 use crate::domain::UserRow;
 use crate::domain::decide;
 use crate::domain::events::{Actor, EventEnvelope};
-use crate::domain::role::{AccountStatus, role_for_status};
-use crate::store::{Precondition, StoreError, UserStore};
+use crate::domain::role::{self, AccountStatus, ModeratorRuleBroken};
+use crate::store::{EventLog, Precondition, StoreError, UserStore};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -17,7 +19,7 @@ pub enum SetRoleOutcome {
     /// An `AccountStatusChanged` event was recorded.
     Changed {
         /// The previous status.
-        from: Option<String>,
+        from: Option<AccountStatus>,
         /// The event.
         event_id: Uuid,
     },
@@ -42,7 +44,7 @@ pub struct RoleChanger<'a> {
 /// row just read, and retried a few times if a concurrent write got in between, so the
 /// recorded `from` is always true.
 pub async fn set_role(
-    store: &dyn UserStore,
+    store: &dyn EventLog,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
     status: AccountStatus,
@@ -51,7 +53,7 @@ pub async fn set_role(
         let Some(current) = store.find_user(user_id).await? else {
             return Ok(SetRoleOutcome::NoSuchUser);
         };
-        let Some(event) = decide::change_account_status(&current, status) else {
+        let Some(event) = decide::change_account_status(&current, status.clone()) else {
             return Ok(SetRoleOutcome::Unchanged);
         };
         let envelope = EventEnvelope::new(
@@ -67,7 +69,7 @@ pub async fn set_role(
         match store.append(&envelope, precondition).await {
             Ok(()) => {
                 return Ok(SetRoleOutcome::Changed {
-                    from: current.account_status().map(str::to_owned),
+                    from: current.status().cloned(),
                     event_id: envelope.event_id,
                 });
             }
@@ -86,13 +88,9 @@ pub enum ModerationError {
     /// No such user.
     #[error("no user {0}")]
     NoSuchUser(Uuid),
-    /// The account's status grants no role (suspended, say): promoting it would lift a
-    /// suspension, which is an operator's decision.
-    #[error("the account's status is `{0}`; only an operator can change it (set-role)")]
-    NotEligible(String),
-    /// Revoking would leave no moderator.
-    #[error("this is the last moderator; make someone else a moderator first")]
-    LastModerator,
+    /// A rule of the moderation API refused it: not eligible, or the last moderator.
+    #[error(transparent)]
+    Refused(#[from] ModeratorRuleBroken),
     /// Another revocation holds the moderators' lease for longer than we wait.
     #[error("another role change is in progress; retry shortly")]
     Busy,
@@ -112,42 +110,66 @@ const LEASE_WAIT: Duration = Duration::from_secs(3);
 const LEASE_RETRY: Duration = Duration::from_millis(25);
 
 /// The user after a role change, as stored.
-async fn refetch(store: &dyn UserStore, user_id: Uuid) -> Result<UserRow, ModerationError> {
+async fn refetch(store: &dyn EventLog, user_id: Uuid) -> Result<UserRow, ModerationError> {
     store
         .find_user(user_id)
         .await?
         .ok_or(ModerationError::NoSuchUser(user_id))
 }
 
-/// Makes a user a moderator; a moderator already is one, and nothing is recorded.
-pub async fn assign_moderator(
+/// A moderator's change to another account's role, through the moderation API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeratorChange {
+    /// Makes a user a moderator; a moderator already is one, and nothing is recorded.
+    Assign,
+    /// Makes a moderator a viewer again, unless no other moderator would remain;
+    /// someone who is not a moderator is left as they are, and nothing is recorded. A
+    /// moderator may revoke their own role while another moderator remains.
+    Revoke,
+}
+
+/// Applies a moderator's `change` to `user_id`'s role, under `domain::role`'s rules,
+/// and answers the user as stored afterwards.
+pub async fn change_moderator(
     store: &dyn UserStore,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
+    change: ModeratorChange,
 ) -> Result<UserRow, ModerationError> {
     let current = refetch(store, user_id).await?;
-    let status = current.account_status().unwrap_or_default();
-    if role_for_status(status).is_none() {
-        return Err(ModerationError::NotEligible(status.to_owned()));
+    match change {
+        ModeratorChange::Assign => {
+            role::may_assign_moderator(current.status())?;
+            record(store, changer, user_id, AccountStatus::Moderator).await?;
+        }
+        ModeratorChange::Revoke if !role::holds_moderator_role(current.status()) => {
+            return Ok(current);
+        }
+        ModeratorChange::Revoke => revoke_under_the_lease(store, changer, user_id).await?,
     }
-    match set_role(store, changer, user_id, AccountStatus::Moderator).await? {
+    refetch(store, user_id).await
+}
+
+/// Records the status change; a user gone in between is not found.
+async fn record(
+    store: &dyn EventLog,
+    changer: &RoleChanger<'_>,
+    user_id: Uuid,
+    status: AccountStatus,
+) -> Result<(), ModerationError> {
+    match set_role(store, changer, user_id, status).await? {
         SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
-        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => refetch(store, user_id).await,
+        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),
     }
 }
 
-/// Makes a moderator a viewer again, unless no other moderator would remain; someone who
-/// is not a moderator is left as they are, and nothing is recorded. A moderator may
-/// revoke their own role while another moderator remains.
-pub async fn revoke_moderator(
+/// Revokes while holding the moderators' lease, so that two revocations can never both
+/// count the other as the moderator who remains.
+async fn revoke_under_the_lease(
     store: &dyn UserStore,
     changer: &RoleChanger<'_>,
     user_id: Uuid,
-) -> Result<UserRow, ModerationError> {
-    let current = refetch(store, user_id).await?;
-    if current.account_status() != Some(AccountStatus::Moderator.as_str()) {
-        return Ok(current);
-    }
+) -> Result<(), ModerationError> {
     let owner = Uuid::new_v4();
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     while !store
@@ -163,8 +185,7 @@ pub async fn revoke_moderator(
     if let Err(err) = store.release_lease(MODERATORS_LEASE, owner).await {
         tracing::warn!(error = %err, "could not release the moderators' lease; it lapses by itself");
     }
-    outcome?;
-    refetch(store, user_id).await
+    outcome
 }
 
 async fn revoke_holding_the_lease(
@@ -173,13 +194,8 @@ async fn revoke_holding_the_lease(
     user_id: Uuid,
 ) -> Result<(), ModerationError> {
     let moderators = store
-        .users_with_status(AccountStatus::Moderator.as_str(), 2)
+        .users_with_status(&AccountStatus::Moderator, 2)
         .await?;
-    if moderators.iter().all(|id| *id == user_id) {
-        return Err(ModerationError::LastModerator);
-    }
-    match set_role(store, changer, user_id, AccountStatus::Viewer).await? {
-        SetRoleOutcome::NoSuchUser => Err(ModerationError::NoSuchUser(user_id)),
-        SetRoleOutcome::Changed { .. } | SetRoleOutcome::Unchanged => Ok(()),
-    }
+    role::may_revoke_moderator(user_id, &moderators)?;
+    record(store, changer, user_id, AccountStatus::Viewer).await
 }

@@ -4,7 +4,7 @@
 use crate::domain::UserRow;
 use crate::domain::projection::Column;
 use crate::domain::search::SearchFragment;
-use crate::store::{CandidateQuery, SearchKey, StoreError, UserStore};
+use crate::store::{CandidateQuery, SearchKey, StoreError, UserSearch};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::BTreeMap;
@@ -44,7 +44,7 @@ fn matches(fragment: &SearchFragment, row: &UserRow) -> bool {
 /// key are complete in every field: those are merged, checked and taken, and the next
 /// round starts from there.
 pub async fn search_users(
-    store: &dyn UserStore,
+    store: &dyn UserSearch,
     fragment: &SearchFragment,
     after: Option<SearchKey>,
 ) -> Result<SearchPage, StoreError> {

@@ -97,9 +97,7 @@ impl From<crate::store::StoreError> for CliError {
 }
 
 /// Opens the store for an operator command.
-async fn open_for_operator(
-    args: &StoreArgs,
-) -> Result<crate::store::SharedProjectionStore, CliError> {
+async fn open_for_operator(args: &StoreArgs) -> Result<crate::store::SharedBackend, CliError> {
     let settings = args.settings()?;
     open_store(&settings).await.map_err(|err| match err {
         crate::store::StoreError::WrongKey(_) => CliError::from(err),

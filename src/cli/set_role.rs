@@ -35,11 +35,11 @@ pub async fn run(args: SetRoleArgs) -> Result<(), CliError> {
         actor: Actor::Operator(operator()),
         request_id: None,
     };
-    match set_role(store.as_ref(), &changer, user_id, status).await {
+    match set_role(store.as_ref(), &changer, user_id, status.clone()).await {
         Ok(SetRoleOutcome::Changed { from, event_id }) => {
             println!(
                 "user {user_id}: account_status {} -> {status} (event {event_id})",
-                from.as_deref().unwrap_or("(none)")
+                from.as_ref().map_or("(none)", AccountStatus::as_str)
             );
             Ok(())
         }

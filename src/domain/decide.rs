@@ -19,7 +19,7 @@ pub fn register(registration: &Registration) -> UserEvent {
         email: registration.email.as_str().to_owned(),
         firstname: registration.firstname.as_str().to_owned(),
         lastname: registration.lastname.as_str().to_owned(),
-        account_status: INITIAL_ACCOUNT_STATUS.as_str().to_owned(),
+        account_status: INITIAL_ACCOUNT_STATUS,
     })
 }
 
@@ -57,14 +57,14 @@ pub fn record_login(current: &UserRow, at: DateTime<Utc>) -> UserEvent {
 
 /// An operator's status change; `None` when the account already has that status.
 pub fn change_account_status(current: &UserRow, to: AccountStatus) -> Option<UserEvent> {
-    let from = current.account_status();
-    if from == Some(to.as_str()) {
+    let from = current.status();
+    if from == Some(&to) {
         return None;
     }
     Some(UserEvent::AccountStatusChanged(AccountStatusChanged {
         account_status: FieldChange {
-            from: from.map(str::to_owned),
-            to: to.as_str().to_owned(),
+            from: from.cloned(),
+            to,
         },
     }))
 }

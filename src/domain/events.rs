@@ -2,6 +2,7 @@
 //! table is derived. Events are named in the past tense, versioned, and never changed
 //! once written.
 
+use super::role::AccountStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -118,7 +119,7 @@ pub struct UserRegistered {
     /// Last name.
     pub lastname: String,
     /// Initial status; `viewer` for self-registration.
-    pub account_status: String,
+    pub account_status: AccountStatus,
 }
 
 /// Payload of `ProfileUpdated`: only the fields the request gave.
@@ -143,7 +144,7 @@ pub struct UserLoggedIn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountStatusChanged {
     /// Old and new status.
-    pub account_status: FieldChange<String>,
+    pub account_status: FieldChange<AccountStatus>,
 }
 
 /// Payload of `ProjectionRepaired`, recorded by `verify --repair` when re-projecting the
@@ -164,7 +165,7 @@ pub struct ProjectionRepaired {
     pub lastname: Option<FieldChange<String>>,
     /// Restated status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_status: Option<FieldChange<String>>,
+    pub account_status: Option<FieldChange<AccountStatus>>,
     /// Restated registration time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_date: Option<FieldChange<DateTime<Utc>>>,

@@ -4,6 +4,7 @@
 //! disagree.
 
 use super::events::{EventEnvelope, UserEvent};
+use super::role::AccountStatus;
 use super::user::{Cell, UserRow};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -161,12 +162,13 @@ pub const COLUMN_SETS: [&[Column]; 14] = [
 /// The fields an event wrote, with their previous values as the event recorded them.
 pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>, CellValue)> {
     let text = |s: &String| CellValue::Text(s.clone());
+    let status = |s: &AccountStatus| CellValue::Text(s.as_str().to_owned());
     match &envelope.event {
         UserEvent::UserRegistered(e) => vec![
             (Column::Email, None, text(&e.email)),
             (Column::Firstname, None, text(&e.firstname)),
             (Column::Lastname, None, text(&e.lastname)),
-            (Column::AccountStatus, None, text(&e.account_status)),
+            (Column::AccountStatus, None, status(&e.account_status)),
             (
                 Column::CreatedDate,
                 None,
@@ -190,8 +192,8 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
         )],
         UserEvent::AccountStatusChanged(e) => vec![(
             Column::AccountStatus,
-            e.account_status.from.as_ref().map(text),
-            text(&e.account_status.to),
+            e.account_status.from.as_ref().map(status),
+            status(&e.account_status.to),
         )],
         UserEvent::ProjectionRepaired(e) => {
             let time = |at: &DateTime<Utc>| CellValue::Time(*at);
@@ -200,12 +202,18 @@ pub fn field_changes(envelope: &EventEnvelope) -> Vec<(Column, Option<CellValue>
                 (Column::Email, &e.email),
                 (Column::Firstname, &e.firstname),
                 (Column::Lastname, &e.lastname),
-                (Column::AccountStatus, &e.account_status),
             ];
             for (column, change) in texts {
                 if let Some(c) = change {
                     fields.push((column, c.from.as_ref().map(text), text(&c.to)));
                 }
+            }
+            if let Some(c) = &e.account_status {
+                fields.push((
+                    Column::AccountStatus,
+                    c.from.as_ref().map(status),
+                    status(&c.to),
+                ));
             }
             for (column, change) in [
                 (Column::CreatedDate, &e.created_date),

@@ -1,6 +1,7 @@
 //! A row of the `users` projection, cell by cell, as both backends store it.
 
 use super::projection::{CellValue, Column};
+use super::role::AccountStatus;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -26,6 +27,12 @@ pub trait TieBreak {
 impl TieBreak for String {
     fn beats(&self, other: &Self) -> bool {
         self.as_bytes() > other.as_bytes()
+    }
+}
+
+impl TieBreak for AccountStatus {
+    fn beats(&self, other: &Self) -> bool {
+        self.as_str().as_bytes() > other.as_str().as_bytes()
     }
 }
 
@@ -87,7 +94,7 @@ pub struct UserRow {
     /// Last name.
     pub lastname: Option<Cell<String>>,
     /// Doubles as the role.
-    pub account_status: Option<Cell<String>>,
+    pub account_status: Option<Cell<AccountStatus>>,
     /// When the account was registered.
     pub created_date: Option<Cell<DateTime<Utc>>>,
     /// When the user last logged in.
@@ -140,7 +147,10 @@ impl UserRow {
             Column::Email => text(&self.email),
             Column::Firstname => text(&self.firstname),
             Column::Lastname => text(&self.lastname),
-            Column::AccountStatus => text(&self.account_status),
+            Column::AccountStatus => self
+                .account_status
+                .as_ref()
+                .map(|c| (CellValue::Text(c.value.as_str().to_owned()), c.written_at)),
             Column::CreatedDate => time(&self.created_date),
             Column::LastLoginDate => time(&self.last_login_date),
             Column::EmailSearch => terms(&self.email_search),
@@ -164,7 +174,7 @@ impl UserRow {
                 Cell::merge(&mut self.lastname, at(v, written_at))
             }
             (Column::AccountStatus, CellValue::Text(v)) => {
-                Cell::merge(&mut self.account_status, at(v, written_at))
+                Cell::merge(&mut self.account_status, at(v.into(), written_at))
             }
             (Column::CreatedDate, CellValue::Time(v)) => {
                 Cell::merge(&mut self.created_date, at(v, written_at))
@@ -242,9 +252,14 @@ impl UserRow {
         Self::text(&self.email)
     }
 
-    /// Current account status.
+    /// Current account status, as stored.
     pub fn account_status(&self) -> Option<&str> {
-        Self::text(&self.account_status)
+        self.status().map(AccountStatus::as_str)
+    }
+
+    /// Current account status.
+    pub fn status(&self) -> Option<&AccountStatus> {
+        self.account_status.as_ref().map(|c| &c.value)
     }
 
     /// The version: the newest event applied.

@@ -3,6 +3,7 @@
 
 use super::events::{FieldChange, ProjectionRepaired, UserEvent};
 use super::projection::{CellValue, Column};
+use super::role::AccountStatus;
 use super::user::UserRow;
 use std::fmt;
 use uuid::Uuid;
@@ -249,7 +250,10 @@ pub fn restatement(expected: &UserRow, actual: Option<&UserRow>) -> Option<UserE
         email: text_change(Column::Email),
         firstname: text_change(Column::Firstname),
         lastname: text_change(Column::Lastname),
-        account_status: text_change(Column::AccountStatus),
+        account_status: text_change(Column::AccountStatus).map(|change| FieldChange {
+            from: change.from.map(AccountStatus::from),
+            to: change.to.into(),
+        }),
         created_date: time_change(Column::CreatedDate),
         last_login_date: time_change(Column::LastLoginDate),
     };

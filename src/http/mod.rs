@@ -46,14 +46,20 @@ pub struct Limits {
     pub header_read_timeout: std::time::Duration,
 }
 
+impl Limits {
+    /// The limits when none is configured: the one home of these defaults, which
+    /// `serve`'s flags (`config::ServeArgs`) show and parse as theirs.
+    pub const DEFAULT: Limits = Limits {
+        max_in_flight: 512,
+        request_timeout: std::time::Duration::from_secs(10),
+        max_connections: 4096,
+        header_read_timeout: std::time::Duration::from_secs(5),
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_in_flight: 512,
-            request_timeout: std::time::Duration::from_secs(10),
-            max_connections: 4096,
-            header_read_timeout: std::time::Duration::from_secs(5),
-        }
+        Self::DEFAULT
     }
 }
 

@@ -8,10 +8,9 @@ use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::extract::RequestId;
 use crate::app::representation::UserResponse;
-use crate::app::roles::{self, ModerationError, RoleChanger};
+use crate::app::roles::{self, ModerationError, ModeratorChange, RoleChanger};
 use crate::app::search::{self, decode_cursor, encode_cursor};
 use crate::domain::FieldError;
-use crate::domain::UserRow;
 use crate::domain::events::Actor;
 use crate::domain::role::Role;
 use crate::domain::search::SearchFragment;
@@ -125,26 +124,21 @@ fn target_id(raw: &str) -> Result<Uuid, ApiError> {
 fn moderation_error(err: ModerationError) -> ApiError {
     match err {
         ModerationError::NoSuchUser(id) => ApiError::NotFound(format!("no user {id}")),
-        ModerationError::NotEligible(_) | ModerationError::LastModerator => {
-            ApiError::Conflict(err.to_string())
-        }
+        ModerationError::Refused(_) => ApiError::Conflict(err.to_string()),
         ModerationError::Busy => ApiError::Contended(err.to_string()),
         ModerationError::Store(store) => store.into(),
     }
 }
 
-/// Changes a role on behalf of the calling moderator, who is the event's actor.
-async fn change_role<'a, F, Fut>(
-    state: &'a AppState,
+/// Changes a role on behalf of the calling moderator, who is the event's actor: the
+/// one path of both role-change endpoints.
+async fn change_role(
+    state: &AppState,
     current: &CurrentUser,
     request_id: RequestId,
     raw_id: &str,
-    change: F,
-) -> Result<Response, ApiError>
-where
-    F: FnOnce(RoleChanger<'a>, Uuid) -> Fut,
-    Fut: Future<Output = Result<UserRow, ModerationError>>,
-{
+    change: ModeratorChange,
+) -> Result<Response, ApiError> {
     require_moderator(current)?;
     let user_id = target_id(raw_id)?;
     let changer = RoleChanger {
@@ -152,71 +146,52 @@ where
         actor: Actor::User(current.row.user_id),
         request_id: request_id.0,
     };
-    let row = change(changer, user_id).await.map_err(moderation_error)?;
+    let row = roles::change_moderator(state.store.as_ref(), &changer, user_id, change)
+        .await
+        .map_err(moderation_error)?;
     Ok(Json(UserResponse::of(&row)).into_response())
 }
 
-/// Makes a user a moderator. Repeating it changes nothing.
-#[utoipa::path(
-    post, path = "/api/v1/moderation/users/{user_id}/assign-moderator", tag = "moderation",
-    security(("bearer" = [])),
-    params(("user_id" = String, Path, description = "The user id (a UUID)")),
-    responses(
-        (status = 200, description = "The user, now a moderator", body = UserResponse),
-        (status = 400, description = "Not a UUID"),
-        (status = 401, description = "Missing, invalid or expired token"),
-        (status = 403, description = "The caller is not a moderator"),
-        (status = 404, description = "No such user"),
-        (status = 409, description = "The account's status (suspended, say) is an operator's to change"),
-        (status = 503, description = "Data store unavailable"),
-    )
-)]
-pub async fn assign_moderator(
-    State(state): State<AppState>,
-    current: CurrentUser,
-    request_id: RequestId,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let store = state.store.clone();
-    change_role(
-        &state,
-        &current,
-        request_id,
-        &raw_id,
-        |changer, id| async move { roles::assign_moderator(store.as_ref(), &changer, id).await },
-    )
-    .await
+/// A role-change endpoint: its handler (routed on its own path, so that metrics and
+/// logs name it) and its OpenAPI operation, both over [`change_role`]. The endpoints
+/// differ only in the change and in what their answers say.
+macro_rules! role_change_endpoint {
+    ($name:ident, $change:expr, $path:literal, summary: $summary:literal,
+     ok: $ok:literal, conflict: $conflict:literal, unavailable: $unavailable:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+                    post, path = $path, tag = "moderation", summary = $summary,
+                    security(("bearer" = [])),
+                    params(("user_id" = String, Path, description = "The user id (a UUID)")),
+                    responses(
+                        (status = 200, description = $ok, body = UserResponse),
+                        (status = 400, description = "Not a UUID"),
+                        (status = 401, description = "Missing, invalid or expired token"),
+                        (status = 403, description = "The caller is not a moderator"),
+                        (status = 404, description = "No such user"),
+                        (status = 409, description = $conflict),
+                        (status = 503, description = $unavailable),
+                    )
+                )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            current: CurrentUser,
+            request_id: RequestId,
+            Path(raw_id): Path<String>,
+        ) -> Result<Response, ApiError> {
+            change_role(&state, &current, request_id, &raw_id, $change).await
+        }
+    };
 }
 
-/// Makes a moderator a viewer again. Repeating it changes nothing; the last moderator
-/// cannot be revoked.
-#[utoipa::path(
-    post, path = "/api/v1/moderation/users/{user_id}/revoke-moderator", tag = "moderation",
-    security(("bearer" = [])),
-    params(("user_id" = String, Path, description = "The user id (a UUID)")),
-    responses(
-        (status = 200, description = "The user, no longer a moderator", body = UserResponse),
-        (status = 400, description = "Not a UUID"),
-        (status = 401, description = "Missing, invalid or expired token"),
-        (status = 403, description = "The caller is not a moderator"),
-        (status = 404, description = "No such user"),
-        (status = 409, description = "This is the last moderator"),
-        (status = 503, description = "Data store unavailable, or another revocation in progress"),
-    )
-)]
-pub async fn revoke_moderator(
-    State(state): State<AppState>,
-    current: CurrentUser,
-    request_id: RequestId,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let store = state.store.clone();
-    change_role(
-        &state,
-        &current,
-        request_id,
-        &raw_id,
-        |changer, id| async move { roles::revoke_moderator(store.as_ref(), &changer, id).await },
-    )
-    .await
+role_change_endpoint! {
+    assign_moderator, ModeratorChange::Assign, "/api/v1/moderation/users/{user_id}/assign-moderator",
+    summary: "Makes a user a moderator. Repeating it changes nothing.",
+    ok: "The user, now a moderator", conflict: "The account's status (suspended, say) is an operator's to change", unavailable: "Data store unavailable"
+}
+
+role_change_endpoint! {
+    revoke_moderator, ModeratorChange::Revoke, "/api/v1/moderation/users/{user_id}/revoke-moderator",
+    summary: "Makes a moderator a viewer again. Repeating it changes nothing; the last moderator\ncannot be revoked.",
+    ok: "The user, no longer a moderator", conflict: "This is the last moderator", unavailable: "Data store unavailable, or another revocation in progress"
 }

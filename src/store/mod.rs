@@ -1,15 +1,22 @@
-//! Storage: the port the rest of the service talks to, and its two backends.
+//! Storage: the ports the rest of the service talks to, and their two backends.
 //!
+//! - [`ports`]: one trait per responsibility ([`EventLog`], [`CredentialStore`],
+//!   [`LoginBudgets`], [`UserSearch`], [`ErasureStore`], [`Leases`], [`StoreHealth`],
+//!   and the jobs' [`ProjectionStore`]), bundled as [`UserStore`] (the request path)
+//!   and [`Backend`] (everything). The coming change feed and mail outbox each add a
+//!   port of their own there, with a file per backend.
 //! - [`embedded`]: SQLite in one file under the data directory; the default.
 //! - [`cassandra`]: Apache Cassandra 5.0 (or ScyllaDB, Astra) through the scylla driver.
 //!
 //! Both store the same things (the event log, the `users` projection with its search
 //! terms, the credentials, the login budgets, leases and job checkpoints) and honour
 //! the same contract, which `tests/` checks against each. Their files mirror each
-//! other: `mod.rs` (the port), `rows.rs` (row codecs), `versioned.rs` (the `If-Match`
-//! append), `login.rs` (the login budgets), `jobs.rs` (the jobs' port) and
-//! `migrate.rs` (the schema), plus what each needs of its own: SQLite's writing thread
-//! and checkpointer, Cassandra's statements and session.
+//! other: `mod.rs` (the store), one file per port (`health.rs`, `event_log.rs`,
+//! `credentials.rs`, `login_budgets.rs`, `search.rs`, `erasure.rs`, `leases.rs`,
+//! `jobs.rs`), `rows.rs` (row codecs), `versioned.rs` (the `If-Match` append),
+//! `keys.rs` (the users' data keys) and `migrate.rs` (the schema), plus what each
+//! needs of its own: SQLite's writing thread and checkpointer, Cassandra's statements
+//! and session.
 //!
 //! Shared by both: [`codec`] (where an event becomes bytes) and [`schema`] (the users
 //! table's columns, and the identifier rule).
@@ -18,14 +25,17 @@ pub mod cassandra;
 pub mod codec;
 pub mod embedded;
 pub mod keys;
+pub mod ports;
 pub mod schema;
 pub mod sealing;
 
-use crate::domain::login::{GuessDecision, GuessOutcome};
+pub use ports::{
+    Backend, CredentialStore, ErasureStore, EventLog, Leases, LoginBudgets, ProjectionStore,
+    SharedBackend, SharedProjectionStore, SharedStore, StoreHealth, UserSearch, UserStore,
+};
+
 use crate::domain::projection::Column;
 use crate::domain::{EventEnvelope, UserRow};
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -160,8 +170,6 @@ impl StoreError {
     }
 }
 
-/// The storage port. Every method is one short round of I/O on the request path; none
-/// of them reads, modifies and rewrites the event log.
 /// How many database nodes a store sees: for `/readyz` and the logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NodeCount {
@@ -169,134 +177,6 @@ pub struct NodeCount {
     pub up: usize,
     /// Nodes the driver knows of, from the cluster's own metadata.
     pub known: usize,
-}
-
-#[async_trait]
-pub trait UserStore: Send + Sync + 'static {
-    /// `embedded` or `cassandra`, for logs and `/readyz`.
-    fn backend(&self) -> &'static str;
-
-    /// Answers when the database can serve a request: on Cassandra, a read at
-    /// `LOCAL_QUORUM` of a replicated table, which fails without a quorum of replicas.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// The database nodes the store sees up, of those it knows; `None` for a store
-    /// without nodes (the embedded one).
-    fn nodes(&self) -> Option<NodeCount> {
-        None
-    }
-
-    /// The users row as the request path reads it, registered or not: every cell with
-    /// its write time, but not the search terms (which only the search and the jobs
-    /// read). [`UserStore::find_user`] is the same filtered to registered users.
-    async fn raw_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
-
-    /// The users row, or `None` when there is none or it is not a registered user.
-    async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        Ok(self.raw_row(user_id).await?.filter(UserRow::is_registered))
-    }
-
-    /// Credentials by uniqueness key.
-    async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError>;
-
-    /// Claims the email (first claim wins, [`StoreError::Conflict`] for the others) and
-    /// records `registered` with its projection.
-    async fn register(
-        &self,
-        credentials: &Credentials,
-        registered: &EventEnvelope,
-    ) -> Result<(), StoreError>;
-
-    /// Records the event in the log and projects it onto `users`. With
-    /// [`Precondition::LatestEvent`], a stale version gets [`StoreError::Conflict`] and
-    /// leaves no trace in the log.
-    async fn append(
-        &self,
-        event: &EventEnvelope,
-        precondition: Precondition,
-    ) -> Result<(), StoreError>;
-
-    /// [`append`](Self::append), then the refetch: the user's row as stored after the
-    /// write (`None` if it is not a registered user). Backends that can read the row
-    /// back inside the write's own transaction do so, saving a round trip; the default
-    /// is the two calls.
-    async fn append_and_refetch(
-        &self,
-        event: &EventEnvelope,
-        precondition: Precondition,
-    ) -> Result<Option<UserRow>, StoreError> {
-        self.append(event, precondition).await?;
-        self.find_user(event.user_id).await
-    }
-
-    /// A page of the user's events, newest first.
-    async fn events(
-        &self,
-        user_id: Uuid,
-        page: EventPage,
-    ) -> Result<Vec<EventEnvelope>, StoreError>;
-
-    /// Reserves one password guess for `email_key` from `client` (an address) in both
-    /// of its budgets (`domain::login`), as one atomic step per budget, or says which
-    /// is spent. Only a reserved guess may be evaluated.
-    async fn reserve_guess(
-        &self,
-        key: GuessKey<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<GuessDecision, StoreError>;
-
-    /// Settles a reserved guess in both budgets (`Budget::settle_client`,
-    /// `Budget::settle_account`).
-    async fn settle_guess(
-        &self,
-        key: GuessKey<'_>,
-        outcome: GuessOutcome,
-    ) -> Result<(), StoreError>;
-
-    /// Every guess budget held for `email_key`, in scope order (`*` for the account,
-    /// else a client address), spent or not: what the data export lists.
-    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError>;
-
-    /// The candidates of a search ([`CandidateQuery`]), in [`SearchKey`] order, read
-    /// through an index (never a scan of the table). Rows are as the request path
-    /// reads them, registered users only.
-    async fn search_candidates(
-        &self,
-        query: &CandidateQuery<'_>,
-    ) -> Result<Vec<(SearchKey, UserRow)>, StoreError>;
-
-    /// Ids of users whose stored `account_status` is `status`, at most `limit`.
-    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
-
-    /// Erasure, step 2 (`app::erasure`): deletes the user's data key, from this
-    /// process's cache too. What it sealed can no longer be opened.
-    async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError>;
-
-    /// Erasure, step 3: deletes the credentials of `email_key` if they are this user's,
-    /// the guess budgets of `email_key`, then the users row with its search terms
-    /// (last, since its email is what finds the rest after a crash).
-    async fn delete_account(
-        &self,
-        user_id: Uuid,
-        email_key: Option<&str>,
-    ) -> Result<(), StoreError>;
-
-    /// Erasure, step 4: overwrites the personal values that the user's events hold in
-    /// plain text (schema version 1, written before sealing) with `[erased]`, the one
-    /// exception to the log's immutability. Returns how many events it overwrote.
-    async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError>;
-
-    /// Takes the lease `name` for `owner` unless another owner holds it; a lease not
-    /// released lapses after `ttl`. `true` when `owner` holds it now.
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        owner: Uuid,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError>;
-
-    /// Gives the lease back, if `owner` still holds it.
-    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
 }
 
 /// A guess budget as the store holds it, with its scope.
@@ -342,9 +222,6 @@ pub struct SearchKey {
     pub user_id: Uuid,
 }
 
-/// The store as the application holds it.
-pub type SharedStore = Arc<dyn UserStore>;
-
 /// The name of the live projection table.
 pub const USERS_TABLE: &str = "users";
 
@@ -372,54 +249,6 @@ pub struct FinishedRange {
 pub type EventStream<'a> = BoxStream<'a, Result<EventEnvelope, StoreError>>;
 /// Rows streamed out of a range.
 pub type RowStream<'a> = BoxStream<'a, Result<UserRow, StoreError>>;
-
-/// What the projection jobs (rebuild, verify, repair) need beyond the request path.
-/// `table` is `users` or a side table built by `rebuild --into`.
-#[async_trait]
-pub trait ProjectionStore: UserStore {
-    /// Splits the key space into about `splits` ranges.
-    fn scan_ranges(&self, splits: usize) -> Vec<ScanRange>;
-
-    /// Streams every event of the users in `range`, grouped by user, in pages.
-    async fn scan_events(&self, range: ScanRange) -> Result<EventStream<'_>, StoreError>;
-
-    /// Streams every row of `table` whose user is in `range`, in pages.
-    async fn scan_rows(&self, table: &str, range: ScanRange) -> Result<RowStream<'_>, StoreError>;
-
-    /// Creates `table` with the users schema if needed and prepares its statements.
-    async fn prepare_table(&self, table: &str) -> Result<(), StoreError>;
-
-    /// One row of `table` as it is stored, registered or not, search terms and all:
-    /// what the jobs compare with the log.
-    async fn table_row(&self, table: &str, user_id: Uuid) -> Result<Option<UserRow>, StoreError>;
-
-    /// Projects an already logged event into `table`, cells at the event's write time.
-    async fn project_into(&self, table: &str, event: &EventEnvelope) -> Result<(), StoreError>;
-
-    /// Deletes a whole row with a tombstone at write time `at`.
-    async fn delete_row(&self, table: &str, user_id: Uuid, at: i64) -> Result<(), StoreError>;
-
-    /// Deletes one cell with a tombstone at write time `at`.
-    async fn delete_cell(
-        &self,
-        table: &str,
-        user_id: Uuid,
-        column: Column,
-        at: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Ranges already finished by `job` (their starts).
-    async fn finished_ranges(&self, job: &str) -> Result<Vec<i64>, StoreError>;
-
-    /// Records that `job` finished a range.
-    async fn finish_range(&self, job: &str, done: FinishedRange) -> Result<(), StoreError>;
-
-    /// Forgets every checkpoint of `job`.
-    async fn reset_checkpoints(&self, job: &str) -> Result<(), StoreError>;
-}
-
-/// The store as the jobs hold it.
-pub type SharedProjectionStore = Arc<dyn ProjectionStore>;
 
 /// Splits `[i64::MIN, i64::MAX]` into `splits` contiguous `(start, end]` ranges.
 pub fn split_token_ring(splits: usize) -> Vec<ScanRange> {

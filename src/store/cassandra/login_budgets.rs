@@ -1,9 +1,12 @@
 //! The login throttle's budgets on Cassandra (`domain::login`): rows changed only by
-//! lightweight transactions that check what they read, so every instance counts alike.
+//! lightweight transactions that check what they read, so every instance counts alike;
+//! the [`LoginBudgets`] port.
 
 use super::{CassandraStore, LwtAnswer, classify, internal};
-use crate::domain::login::{self, Budget};
-use crate::store::StoreError;
+use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
+use crate::store::{GuessKey, HeldBudget, LoginBudgets, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use scylla::response::query_result::QueryResult;
 use scylla::value::CqlValue;
 use std::time::Duration;
@@ -174,4 +177,72 @@ pub(super) fn lwt_outcome_budget(result: QueryResult) -> Result<LwtBudget, Store
         _ => None,
     };
     Ok(LwtBudget::Lost(budget))
+}
+
+#[async_trait]
+impl LoginBudgets for CassandraStore {
+    async fn reserve_guess(
+        &self,
+        key: GuessKey<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<GuessDecision, StoreError> {
+        let GuessKey { email_key, client } = key;
+        let now = now.timestamp_micros();
+        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
+        // The address first: an address whose own budget is spent must not be able to
+        // spend the account's, which would lock its owner out everywhere.
+        let scopes = [
+            (client, client_budget, login::MAX_FAILURES),
+            (
+                login::ACCOUNT_SCOPE,
+                account_budget,
+                login::MAX_GUESSES_PER_ACCOUNT,
+            ),
+        ];
+        for (scope, budget, limit) in scopes {
+            let change = |current: Option<Budget>| Budget::reserve(current, limit, now);
+            if let Err(wait) = self.change_budget(email_key, scope, budget, change).await? {
+                return Ok(GuessDecision::Throttled(wait));
+            }
+        }
+        Ok(GuessDecision::Evaluate)
+    }
+
+    async fn settle_guess(
+        &self,
+        key: GuessKey<'_>,
+        outcome: GuessOutcome,
+    ) -> Result<(), StoreError> {
+        let GuessKey { email_key, client } = key;
+        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
+        // An absent budget (expired) has nothing to settle: `Err` leaves it absent.
+        let settle_client = |current: Option<Budget>| {
+            current
+                .map(|budget| budget.settle_client(outcome))
+                .ok_or(Duration::ZERO)
+        };
+        let _ = self
+            .change_budget(email_key, client, client_budget, settle_client)
+            .await?;
+        if outcome != GuessOutcome::Failed {
+            let settle_account = |current: Option<Budget>| {
+                current
+                    .and_then(|budget| budget.settle_account(outcome))
+                    .ok_or(Duration::ZERO)
+            };
+            let _ = self
+                .change_budget(
+                    email_key,
+                    login::ACCOUNT_SCOPE,
+                    account_budget,
+                    settle_account,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError> {
+        self.read_all_budgets(email_key).await
+    }
 }

@@ -12,51 +12,49 @@
 //!   user's log partition (`IF head = ?`), then projected `USING TIMESTAMP`; an LWT
 //!   cannot carry a timestamp, nor span tables, hence two steps (`versioned.rs`).
 //!
-//! - `mod.rs`: the store and the port (`UserStore`), the plain write;
+//! - `mod.rs`: the store, how it connects, the plain write;
+//! - one file per port (`crate::store::ports`): `health.rs`, `event_log.rs`,
+//!   `credentials.rs`, `login_budgets.rs`, `search.rs`, `erasure.rs`, `leases.rs`,
+//!   and `jobs.rs` (the projection jobs' port);
 //! - `rows.rs`: the row codecs and a projection's bound values;
 //! - `statements.rs`: every statement, prepared at start-up;
 //! - `versioned.rs`: the version-checked append;
-//! - `login_budgets.rs`: the login throttle's budgets;
-//! - `jobs.rs`: the projection jobs' port (`ProjectionStore`);
+//! - `keys.rs`: the users' data keys;
 //! - `migrate.rs`: the schema;
 //! - `session.rs`: the driver session and its supervisor.
 
+mod credentials;
+mod erasure;
+mod event_log;
+mod health;
 mod jobs;
 mod keys;
+mod leases;
 mod login_budgets;
 pub mod migrate;
 mod rows;
+mod search;
 mod session;
 mod statements;
 mod versioned;
 
-use rows::{
-    BoundValues, EventRow, ProjectionStatements, SearchCandidate, UserCells, projection_writes,
-};
+use rows::{BoundValues, ProjectionStatements, projection_writes};
 use statements::Statements;
 
 pub use session::{node_count, open_session};
 
-use super::{
-    CandidateQuery, Credentials, EventPage, GuessKey, HeldBudget, Precondition, SearchKey,
-    StoreError, UserStore,
-};
+use super::StoreError;
 use crate::domain::events::EventEnvelope;
-use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
-use crate::domain::user::UserRow;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::errors::{ExecutionError, RequestAttemptError};
 use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimeuuid, CqlValue, Row};
+use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -321,360 +319,6 @@ impl CassandraStore {
             }
             _ => self.write_batch(BatchType::Unlogged, writes).await,
         }
-    }
-}
-
-#[async_trait]
-impl UserStore for CassandraStore {
-    fn backend(&self) -> &'static str {
-        "cassandra"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.session()
-            .execute_unpaged(&self.statements.ping, ())
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    fn nodes(&self) -> Option<crate::store::NodeCount> {
-        Some(node_count(&self.session()))
-    }
-
-    async fn raw_row(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
-        let result = self
-            .session()
-            .execute_unpaged(&self.statements.select_user, (user_id,))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let row: Option<UserCells> = rows.maybe_first_row().map_err(internal)?;
-        Ok(row.map(UserRow::from))
-    }
-
-    async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
-        let result = self
-            .session()
-            .execute_unpaged(&self.statements.select_credentials, (email_key,))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let row: Option<(Option<String>, Option<Uuid>, Option<bool>)> =
-            rows.maybe_first_row().map_err(internal)?;
-        Ok(match row {
-            Some((Some(password_hash), Some(user_id), locked)) => Some(Credentials {
-                email_key: email_key.to_owned(),
-                password_hash,
-                user_id,
-                account_locked: locked.unwrap_or(false),
-            }),
-            _ => None,
-        })
-    }
-
-    async fn register(
-        &self,
-        credentials: &Credentials,
-        registered: &EventEnvelope,
-    ) -> Result<(), StoreError> {
-        let values = (
-            &credentials.email_key,
-            &credentials.password_hash,
-            credentials.user_id,
-            credentials.account_locked,
-        );
-        let claimed = match self
-            .session()
-            .execute_unpaged(&self.statements.claim_credentials, values)
-            .await
-        {
-            Ok(answer) => LwtAnswer::read(answer)?.applied,
-            // Unknown whether the claim applied, and a stalled coordinator may still
-            // apply it later. Sending the same claim again settles it either way: it
-            // cannot apply twice, and it finds our own user id if the first did apply.
-            Err(err) if outcome_unknown(&err) => {
-                let answer = self
-                    .session()
-                    .execute_unpaged(&self.statements.claim_credentials_again, values)
-                    .await
-                    .map_err(classify)?;
-                LwtAnswer::read(answer)?
-                    .applied_or_already("userid", &CqlValue::Uuid(credentials.user_id))
-            }
-            Err(err) => return Err(classify(err)),
-        };
-        if !claimed {
-            return Err(StoreError::Conflict("email already registered".into()));
-        }
-        // The key before the first event it seals. A crash in between leaves a key
-        // for a user with no events, which nothing reads.
-        self.create_data_key(registered.user_id).await?;
-        self.append_plain(registered).await
-    }
-
-    async fn append(
-        &self,
-        envelope: &EventEnvelope,
-        precondition: Precondition,
-    ) -> Result<(), StoreError> {
-        match precondition {
-            Precondition::None => self.append_plain(envelope).await,
-            Precondition::LatestEvent(expected) => self.append_if_latest(envelope, expected).await,
-        }
-    }
-
-    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError> {
-        self.read_all_budgets(email_key).await
-    }
-
-    async fn reserve_guess(
-        &self,
-        key: GuessKey<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<GuessDecision, StoreError> {
-        let GuessKey { email_key, client } = key;
-        let now = now.timestamp_micros();
-        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
-        // The address first: an address whose own budget is spent must not be able to
-        // spend the account's, which would lock its owner out everywhere.
-        let scopes = [
-            (client, client_budget, login::MAX_FAILURES),
-            (
-                login::ACCOUNT_SCOPE,
-                account_budget,
-                login::MAX_GUESSES_PER_ACCOUNT,
-            ),
-        ];
-        for (scope, budget, limit) in scopes {
-            let change = |current: Option<Budget>| Budget::reserve(current, limit, now);
-            if let Err(wait) = self.change_budget(email_key, scope, budget, change).await? {
-                return Ok(GuessDecision::Throttled(wait));
-            }
-        }
-        Ok(GuessDecision::Evaluate)
-    }
-
-    async fn settle_guess(
-        &self,
-        key: GuessKey<'_>,
-        outcome: GuessOutcome,
-    ) -> Result<(), StoreError> {
-        let GuessKey { email_key, client } = key;
-        let (client_budget, account_budget) = self.read_budgets(email_key, client).await?;
-        // An absent budget (expired) has nothing to settle: `Err` leaves it absent.
-        let settle_client = |current: Option<Budget>| {
-            current
-                .map(|budget| budget.settle_client(outcome))
-                .ok_or(Duration::ZERO)
-        };
-        let _ = self
-            .change_budget(email_key, client, client_budget, settle_client)
-            .await?;
-        if outcome != GuessOutcome::Failed {
-            let settle_account = |current: Option<Budget>| {
-                current
-                    .and_then(|budget| budget.settle_account(outcome))
-                    .ok_or(Duration::ZERO)
-            };
-            let _ = self
-                .change_budget(
-                    email_key,
-                    login::ACCOUNT_SCOPE,
-                    account_budget,
-                    settle_account,
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn search_candidates(
-        &self,
-        query: &CandidateQuery<'_>,
-    ) -> Result<Vec<(SearchKey, UserRow)>, StoreError> {
-        let statement = self
-            .statements
-            .search
-            .get(&(query.field, query.terms.len()))
-            .ok_or_else(|| {
-                internal(format!(
-                    "no search by {:?} with {} terms",
-                    query.field,
-                    query.terms.len()
-                ))
-            })?;
-        let mut values: BoundValues = query
-            .terms
-            .iter()
-            .map(|term| Some(CqlValue::Text(term.clone())))
-            .collect();
-        // From the cursor's token on, inclusive: another user of the same token (a
-        // collision, vanishingly rare) is not skipped; those up to the cursor are.
-        values.push(Some(CqlValue::BigInt(
-            query.after.map_or(i64::MIN, |key| key.token),
-        )));
-        // One more for each user at the cursor's token, which is dropped below.
-        let fetch = query.limit.saturating_add(1);
-        values.push(Some(CqlValue::Int(
-            i32::try_from(fetch).unwrap_or(i32::MAX),
-        )));
-        let result = self
-            .session()
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let mut found = Vec::new();
-        for row in rows.rows::<SearchCandidate>().map_err(internal)? {
-            let (row, token) = row.map_err(internal)?.into_parts();
-            let key = SearchKey {
-                token,
-                user_id: row.user_id,
-            };
-            if query.after.is_some_and(|after| key <= after) || !row.is_registered() {
-                continue;
-            }
-            found.push((key, row));
-        }
-        found.truncate(query.limit);
-        Ok(found)
-    }
-
-    async fn users_with_status(&self, status: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let result = self
-            .session()
-            .execute_unpaged(&self.statements.select_users_with_status, (status, limit))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        rows.rows::<(Uuid,)>()
-            .map_err(internal)?
-            .map(|row| row.map(|(id,)| id).map_err(internal))
-            .collect()
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        owner: Uuid,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
-        let result = self
-            .session()
-            .execute_unpaged(&self.statements.acquire_lease, (name, owner, ttl))
-            .await
-            .map_err(classify)?;
-        lwt_applied(result)
-    }
-
-    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
-        self.session()
-            .execute_unpaged(&self.statements.release_lease, (name, owner))
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    async fn events(
-        &self,
-        user_id: Uuid,
-        page: EventPage,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
-        let limit = i32::try_from(page.limit).unwrap_or(i32::MAX);
-        let result = match page.before {
-            None => {
-                self.session()
-                    .execute_unpaged(&self.statements.select_events_newest, (user_id, limit))
-                    .await
-            }
-            Some(before) => {
-                self.session()
-                    .execute_unpaged(
-                        &self.statements.select_events_before,
-                        (user_id, CqlTimeuuid::from(before), limit),
-                    )
-                    .await
-            }
-        }
-        .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let rows = rows
-            .rows::<EventRow>()
-            .map_err(internal)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal)?;
-        // The key as stored now, not as cached: a history read right after an erasure
-        // (on any instance) must not open values with a key that was just deleted.
-        self.open_user_rows(user_id, rows, true).await
-    }
-
-    async fn delete_data_key(&self, user_id: Uuid) -> Result<(), StoreError> {
-        self.remove_data_key(user_id).await
-    }
-
-    async fn delete_account(
-        &self,
-        user_id: Uuid,
-        email_key: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let session = self.session();
-        if let Some(email_key) = email_key {
-            session
-                .execute_unpaged(&self.statements.delete_credentials_of, (email_key, user_id))
-                .await
-                .map_err(classify)?;
-            session
-                .execute_unpaged(&self.statements.delete_budgets, (email_key,))
-                .await
-                .map_err(classify)?;
-        }
-        // Later than every cell: the row's cells carry their events' times, which are
-        // all before now (erasure follows them).
-        let at = Utc::now().timestamp_micros();
-        session
-            .execute_unpaged(&self.statements.delete_user_row, (at, user_id))
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    async fn overwrite_plain_values(&self, user_id: Uuid) -> Result<u64, StoreError> {
-        let session = self.session();
-        let result = session
-            .execute_unpaged(&self.statements.select_all_events, (user_id,))
-            .await
-            .map_err(classify)?;
-        let rows = result.into_rows_result().map_err(internal)?;
-        let mut overwritten = 0;
-        for row in rows.rows::<EventRow>().map_err(internal)? {
-            let stored = crate::store::codec::StoredEvent::from(row.map_err(internal)?);
-            let written_at = stored.written_at.unwrap_or_default();
-            let payload = stored.plain_values_erased().map_err(|err| {
-                StoreError::internal_from(format!("event {} does not decode", stored.event_id), err)
-            })?;
-            if let Some(payload) = payload {
-                // One microsecond after the payload's own write time, so that it wins
-                // over the plain value whatever the clocks: the event's write time
-                // reads one microsecond later afterwards (docs/consistency.md).
-                session
-                    .execute_unpaged(
-                        &self.statements.overwrite_payload,
-                        (
-                            written_at + 1,
-                            payload,
-                            user_id,
-                            CqlTimeuuid::from(stored.event_id),
-                        ),
-                    )
-                    .await
-                    .map_err(classify)?;
-                overwritten += 1;
-            }
-        }
-        Ok(overwritten)
     }
 }
 

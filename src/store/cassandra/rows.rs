@@ -4,6 +4,7 @@
 use super::internal;
 use crate::domain::events::EventEnvelope;
 use crate::domain::projection::{CellValue, Column, project};
+use crate::domain::role::AccountStatus;
 use crate::domain::user::{Cell, UserRow};
 use crate::store::StoreError;
 use crate::store::codec::StoredEvent;
@@ -135,7 +136,7 @@ macro_rules! user_cells_struct {
                 row.email = cell(self.email, self.email_wt);
                 row.firstname = cell(self.firstname, self.firstname_wt);
                 row.lastname = cell(self.lastname, self.lastname_wt);
-                row.account_status = cell(self.account_status, self.account_status_wt);
+                row.account_status = cell(self.account_status.map(AccountStatus::from), self.account_status_wt);
                 row.created_date = cell(self.created_date, self.created_date_wt);
                 row.last_login_date = cell(self.last_login_date, self.last_login_date_wt);
                 row.last_event_id = cell(self.last_event_id.map(Uuid::from), self.last_event_id_wt);

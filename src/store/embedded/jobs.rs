@@ -292,7 +292,7 @@ mod tests {
     use super::*;
     use crate::clock::EventClock;
     use crate::domain::events::{Actor, FieldChange, ProfileUpdated, UserEvent};
-    use crate::store::{Precondition, UserStore};
+    use crate::store::{EventLog, Precondition};
     use futures::TryStreamExt;
 
     fn renamed(user_id: Uuid, clock: &EventClock, to: String) -> EventEnvelope {

@@ -1,8 +1,11 @@
 //! The login throttle's budgets on SQLite (`domain::login`): read and written inside
-//! the database thread's transactions, swept once a minute.
+//! the database thread's transactions, swept once a minute; the [`LoginBudgets`] port.
 
-use crate::domain::login::Budget;
-use crate::store::StoreError;
+use super::EmbeddedStore;
+use crate::domain::login::{self, Budget, GuessDecision, GuessOutcome};
+use crate::store::{GuessKey, HeldBudget, LoginBudgets, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::atomic::Ordering;
 
@@ -90,5 +93,75 @@ impl LoginSweep {
                 .last
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+}
+
+#[async_trait]
+impl LoginBudgets for EmbeddedStore {
+    async fn reserve_guess(
+        &self,
+        key: GuessKey<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<GuessDecision, StoreError> {
+        let (email_key, client) = (key.email_key.to_owned(), key.client.to_owned());
+        let now = now.timestamp_micros();
+        let sweep = self.login_sweep.due(now);
+        // One write of the database thread: both budgets are read and reserved in one
+        // transaction, so parallel guesses are counted one after the other.
+        self.database
+            .write(move |tx| {
+                if sweep {
+                    // Budgets whose window has passed say nothing any more.
+                    tx.prepare_cached("DELETE FROM login_budgets WHERE expires_at < ?1")?
+                        .execute([now])?;
+                }
+                let client_budget = match Budget::reserve(
+                    read_budget(tx, &email_key, &client)?,
+                    login::MAX_FAILURES,
+                    now,
+                ) {
+                    Ok(budget) => budget,
+                    Err(wait) => return Ok(GuessDecision::Throttled(wait)),
+                };
+                let account_budget = match Budget::reserve(
+                    read_budget(tx, &email_key, login::ACCOUNT_SCOPE)?,
+                    login::MAX_GUESSES_PER_ACCOUNT,
+                    now,
+                ) {
+                    Ok(budget) => budget,
+                    Err(wait) => return Ok(GuessDecision::Throttled(wait)),
+                };
+                write_budget(tx, &email_key, &client, client_budget)?;
+                write_budget(tx, &email_key, login::ACCOUNT_SCOPE, account_budget)?;
+                Ok(GuessDecision::Evaluate)
+            })
+            .await
+    }
+
+    async fn settle_guess(
+        &self,
+        key: GuessKey<'_>,
+        outcome: GuessOutcome,
+    ) -> Result<(), StoreError> {
+        let (email_key, client) = (key.email_key.to_owned(), key.client.to_owned());
+        self.database
+            .write(move |tx| {
+                if let Some(budget) = read_budget(tx, &email_key, &client)? {
+                    write_budget(tx, &email_key, &client, budget.settle_client(outcome))?;
+                }
+                let account = read_budget(tx, &email_key, login::ACCOUNT_SCOPE)?
+                    .and_then(|budget| budget.settle_account(outcome));
+                if let Some(account) = account {
+                    write_budget(tx, &email_key, login::ACCOUNT_SCOPE, account)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn guess_budgets(&self, email_key: &str) -> Result<Vec<HeldBudget>, StoreError> {
+        let email_key = email_key.to_owned();
+        self.with_reader(move |c| read_all_budgets(c, &email_key))
+            .await
     }
 }

@@ -90,7 +90,10 @@ pub(super) fn read_cells(
         email: text_cell(row, at)?,
         firstname: text_cell(row, at + 2)?,
         lastname: text_cell(row, at + 4)?,
-        account_status: text_cell(row, at + 6)?,
+        account_status: text_cell(row, at + 6)?.map(|cell| Cell {
+            value: cell.value.into(),
+            written_at: cell.written_at,
+        }),
         created_date: time_cell(row, at + 8)?,
         last_login_date: time_cell(row, at + 10)?,
         email_search: terms_written_at(row, at + 12)?,
