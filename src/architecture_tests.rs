@@ -233,7 +233,11 @@ fn every_source_file_and_store_file_is_on_the_readme_tree() {
             } else {
                 format!("src/{dir}/{name}")
             };
-            let shown = if path.is_dir() { format!("{shown}/") } else { shown };
+            let shown = if path.is_dir() {
+                format!("{shown}/")
+            } else {
+                shown
+            };
             if !tree.contains(&shown) {
                 absent.push(shown);
             }

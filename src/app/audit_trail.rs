@@ -4,7 +4,7 @@
 //! the same; what is judged is `domain::audit`'s.
 
 use crate::domain::audit::{FieldAudit, audit_event, state_as_of, written_at};
-use crate::domain::projection::CellValue;
+use crate::domain::columns::CellValue;
 use crate::domain::{EventEnvelope, UserRow};
 use crate::store::{EventLog, EventPage, StoreError};
 use chrono::{DateTime, Utc};

@@ -408,7 +408,7 @@ async fn repair_user(
     if !expected.is_registered() {
         if let Some(row) = &actual {
             // No user in the log: the row goes, with a tombstone over its newest cell.
-            let newest = crate::domain::projection::Column::ALL
+            let newest = crate::domain::columns::Column::ALL
                 .iter()
                 .filter_map(|c| row.cell(*c).map(|(_, at)| at))
                 .chain(row.last_event_id.as_ref().map(|c| c.written_at))

@@ -2,7 +2,7 @@
 //! merged in key order, each checked against the fragment, one bounded page at a time.
 
 use crate::domain::UserRow;
-use crate::domain::projection::Column;
+use crate::domain::columns::Column;
 use crate::domain::search::SearchFragment;
 use crate::store::{CandidateQuery, SearchKey, StoreError, UserSearch};
 use base64::Engine;

@@ -1,8 +1,9 @@
 //! The audit view of the log: what each event changed, whether each of its writes is
 //! the one that currently wins in the projection, and the profile as of any instant.
 
+use super::columns::{CellValue, Column};
 use super::events::{EventEnvelope, micros_to_datetime};
-use super::projection::{CellValue, Column, expected_row, field_changes};
+use super::projection::{expected_row, field_changes};
 use super::user::UserRow;
 use chrono::{DateTime, Utc};
 

@@ -5,9 +5,12 @@
 //! - [`profile`] and [`registration`] turn raw request fields into validated commands;
 //! - [`decide`] turns a command plus the current state into the events to record;
 //! - [`projection`] turns an event into column writes and folds them into a row. The
-//!   live write path, the history replay and the rebuild jobs all call it.
+//!   live write path, the history replay and the rebuild jobs all call it;
+//! - [`columns`] is the users row's shape, which the row ([`user`]), the projection and
+//!   both stores' schemas read.
 
 pub mod audit;
+pub mod columns;
 pub mod decide;
 pub mod email;
 pub mod events;

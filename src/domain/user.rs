@@ -1,6 +1,6 @@
 //! A row of the `users` projection, cell by cell, as both backends store it.
 
-use super::projection::{CellValue, Column};
+use super::columns::{CellValue, Column};
 use super::role::AccountStatus;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;

@@ -1,8 +1,8 @@
 //! Drift between the `users` table and the state the event log implies, and what
 //! repairing it takes. Pure: the jobs feed it the replayed row and the stored row.
 
+use super::columns::{CellValue, Column};
 use super::events::{FieldChange, ProjectionRepaired, UserEvent};
-use super::projection::{CellValue, Column};
 use super::role::AccountStatus;
 use super::user::UserRow;
 use std::fmt;

@@ -34,7 +34,7 @@ pub use ports::{
     SharedBackend, SharedProjectionStore, SharedStore, StoreHealth, UserSearch, UserStore,
 };
 
-use crate::domain::projection::Column;
+use crate::domain::columns::Column;
 use crate::domain::{EventEnvelope, UserRow};
 use futures::stream::BoxStream;
 use std::sync::Arc;

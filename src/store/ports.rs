@@ -26,8 +26,8 @@ use super::{
     CandidateQuery, Credentials, EventPage, EventStream, FinishedRange, GuessKey, HeldBudget,
     NodeCount, Precondition, RowStream, ScanRange, SearchKey, StoreError,
 };
+use crate::domain::columns::Column;
 use crate::domain::login::{GuessDecision, GuessOutcome};
-use crate::domain::projection::Column;
 use crate::domain::role::AccountStatus;
 use crate::domain::{EventEnvelope, UserRow};
 use async_trait::async_trait;

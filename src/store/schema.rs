@@ -1,33 +1,11 @@
-//! The users table's shape, once for both backends, and the one rule for names that
-//! may be spliced into CQL or SQL.
+//! The users table's DDL for both backends, from the row's shape in
+//! `domain::columns`, and the one rule for names that may be spliced into CQL or SQL.
 //!
 //! The live `users` table is created by each backend's migrations; side tables
 //! (`rebuild --into`) are created from here, and each backend's tests hold the two
 //! equal.
 
-use crate::domain::projection::Column;
-
-/// How a users column is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnKind {
-    /// A string.
-    Text,
-    /// An instant, to the millisecond.
-    Timestamp,
-    /// A set of search terms.
-    Terms,
-}
-
-/// The kind of each writable column.
-pub fn column_kind(column: Column) -> ColumnKind {
-    match column {
-        Column::Email | Column::Firstname | Column::Lastname | Column::AccountStatus => {
-            ColumnKind::Text
-        }
-        Column::CreatedDate | Column::LastLoginDate => ColumnKind::Timestamp,
-        Column::EmailSearch | Column::FirstnameSearch | Column::LastnameSearch => ColumnKind::Terms,
-    }
-}
+use crate::domain::columns::{Column, ColumnKind};
 
 /// A side table on Cassandra: the key, every column of [`Column::ALL`] and
 /// `last_event_id`. No search indexes: searches read `users`.
@@ -35,7 +13,7 @@ pub fn cassandra_users_table(keyspace: &str, table: &str) -> String {
     let columns: Vec<String> = Column::ALL
         .iter()
         .map(|column| {
-            let kind = match column_kind(*column) {
+            let kind = match column.kind() {
                 ColumnKind::Text => "text",
                 ColumnKind::Timestamp => "timestamp",
                 ColumnKind::Terms => "set<text>",
@@ -57,7 +35,7 @@ pub fn cassandra_users_table(keyspace: &str, table: &str) -> String {
 pub fn sqlite_users_columns() -> Vec<(String, &'static str)> {
     let mut columns = Vec::new();
     for column in Column::ALL {
-        match column_kind(column) {
+        match column.kind() {
             ColumnKind::Text => columns.push((column.name().to_owned(), "TEXT")),
             // Milliseconds since the epoch.
             ColumnKind::Timestamp => columns.push((column.name().to_owned(), "INTEGER")),

@@ -5,7 +5,8 @@ use futures::future::join_all;
 use killrvideo_test_support::backend_tests;
 use killrvideo_test_support::{Api, Backend, TestApp, problem};
 use killrvideo_users::domain::UserEvent;
-use killrvideo_users::domain::projection::{Column, replay};
+use killrvideo_users::domain::columns::Column;
+use killrvideo_users::domain::projection::replay;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

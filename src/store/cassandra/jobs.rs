@@ -5,7 +5,7 @@ use super::rows::{
     EVENT_COLUMNS, EventRow, FullUserCells, SEARCH_CELLS, USER_CELLS, projection_cql,
 };
 use super::{CassandraStore, classify, internal, qualify};
-use crate::domain::projection::{COLUMN_SETS, Column};
+use crate::domain::columns::{COLUMN_SETS, Column};
 use crate::domain::{EventEnvelope, UserRow};
 use crate::store::schema::{cassandra_users_table, validate_table_name};
 use crate::store::{

@@ -2,8 +2,9 @@
 //! candidates, event rows, and the bound values of a projection.
 
 use super::internal;
+use crate::domain::columns::{CellValue, Column};
 use crate::domain::events::EventEnvelope;
-use crate::domain::projection::{CellValue, Column, project};
+use crate::domain::projection::project;
 use crate::domain::role::AccountStatus;
 use crate::domain::user::{Cell, UserRow};
 use crate::store::StoreError;

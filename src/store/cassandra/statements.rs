@@ -2,7 +2,7 @@
 
 use super::qualify;
 use super::rows::{EVENT_COLUMNS, EVENT_INSERT_COLUMNS, USER_CELLS, projection_cql};
-use crate::domain::projection::{COLUMN_SETS, Column};
+use crate::domain::columns::{COLUMN_SETS, Column};
 use crate::domain::search::MAX_PROBE_TERMS;
 use crate::store::{StoreError, USERS_TABLE};
 use scylla::client::session::Session;

@@ -3,8 +3,8 @@
 
 use super::EmbeddedStore;
 use super::rows::*;
+use crate::domain::columns::Column;
 use crate::domain::events::EventEnvelope;
-use crate::domain::projection::Column;
 use crate::domain::user::UserRow;
 use crate::store::schema::{sqlite_terms_table, sqlite_users_table, validate_table_name};
 use crate::store::{

@@ -1,8 +1,9 @@
 //! The row codecs of the embedded store: how a users row, its search terms and the
 //! events are laid out in SQLite, read back, and how a projection is written.
 
+use crate::domain::columns::{CellValue, Column};
 use crate::domain::events::EventEnvelope;
-use crate::domain::projection::{CellValue, Column, project};
+use crate::domain::projection::project;
 use crate::domain::user::{Cell, UserRow};
 use crate::store::codec::{StoredEvent, needs_data_key};
 use crate::store::keys::DataKeys;
