@@ -142,7 +142,7 @@ impl ClusterTest {
         let restore = RestoreCluster;
         let options = match keyspace {
             Keyspace::Own => {
-                let name = format!("cluster_{}", Uuid::new_v4().simple());
+                let name = support::unique_keyspace("cluster");
                 let options = cluster_options(&name, cassandra_timeout);
                 migrate_cluster_keyspace(&options).await;
                 options
@@ -606,15 +606,14 @@ async fn cluster_migrations_run_at_once_agree_on_one_schema() {
     let test = ClusterTest::start(CASSANDRA_TIMEOUT, Keyspace::Shared).await;
     // Three processes migrate one fresh keyspace at the same moment, each through a
     // different first contact point, so their statements reach different coordinators.
-    let keyspace = format!("cluster_{}", Uuid::new_v4().simple());
+    let keyspace = support::unique_keyspace("cluster");
     let runs = (0..3).map(|first| {
         let keyspace = keyspace.clone();
         tokio::task::spawn_blocking(move || {
             let mut points: Vec<&str> = NODES.to_vec();
             points.rotate_left(first);
-            std::process::Command::new(env!("CARGO_BIN_EXE_killrvideo-users"))
+            support::service_command()
                 .arg("migrate")
-                .env("RUST_LOG", "warn")
                 .env("KILLRVIDEO_STORE", "cassandra")
                 .env("KILLRVIDEO_CASSANDRA_KEYSPACE", &keyspace)
                 .env("KILLRVIDEO_CASSANDRA_CONTACT_POINTS", points.join(","))
@@ -970,11 +969,9 @@ async fn cluster_lightweight_transactions_keep_their_promise_with_a_node_down() 
     assert_eq!((created.len(), conflicts), (1, 9));
     let winner = Uuid::parse_str(created[0]["userId"].as_str().unwrap()).unwrap();
     let credentials = app
-        .store
-        .find_credentials(&email.to_ascii_lowercase())
+        .credentials(&email)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the winner's credentials");
     assert_eq!(credentials.user_id, winner);
     let registered = app.scanned_events(64)
         .await
