@@ -3,6 +3,7 @@
 //! stops start-up with one line naming the variable and what it accepts (exit code 2).
 
 use crate::http::Limits;
+use crate::secret::Secret;
 use crate::store::cassandra::CassandraOptions;
 use crate::store::keys::KekSettings;
 use crate::store::schema::validate_identifier;
@@ -118,7 +119,7 @@ pub struct StoreArgs {
         env = "KILLRVIDEO_KEY_ENCRYPTION_KEY",
         hide_env_values = true
     )]
-    pub key_encryption_key: Option<String>,
+    pub key_encryption_key: Option<Secret<String>>,
     /// Previous KEKs, comma-separated, to open the data keys they wrapped before a
     /// rotation. New keys are wrapped by the current one only.
     #[arg(
@@ -126,7 +127,7 @@ pub struct StoreArgs {
         env = "KILLRVIDEO_OLD_KEY_ENCRYPTION_KEYS",
         hide_env_values = true
     )]
-    pub old_key_encryption_keys: Option<String>,
+    pub old_key_encryption_keys: Option<Secret<String>>,
 }
 
 /// Which backend, with its settings.
@@ -218,13 +219,19 @@ impl StoreArgs {
         };
         let current = self
             .key_encryption_key
-            .as_deref()
-            .map(|raw| parse(raw, "KILLRVIDEO_KEY_ENCRYPTION_KEY", "key-encryption-key"))
+            .as_ref()
+            .map(|raw| {
+                parse(
+                    raw.expose(),
+                    "KILLRVIDEO_KEY_ENCRYPTION_KEY",
+                    "key-encryption-key",
+                )
+            })
             .transpose()?;
         let old = self
             .old_key_encryption_keys
-            .as_deref()
-            .unwrap_or_default()
+            .as_ref()
+            .map_or("", |raw| raw.expose())
             .split(',')
             .map(str::trim)
             .filter(|raw| !raw.is_empty())
@@ -344,7 +351,7 @@ pub struct ServeArgs {
         env = "KILLRVIDEO_JWT_SECRET",
         hide_env_values = true
     )]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret<String>>,
     /// Token lifetime.
     #[arg(long = "jwt-ttl", env = "KILLRVIDEO_JWT_TTL", default_value = "30m")]
     pub jwt_ttl: String,
@@ -400,7 +407,7 @@ pub struct ServeSettings {
     /// Listen address.
     pub listen: SocketAddr,
     /// The configured secret; `None` means "generate one and warn".
-    pub jwt_secret: Option<Vec<u8>>,
+    pub jwt_secret: Option<Secret<Vec<u8>>>,
     /// Token lifetime.
     pub jwt_ttl: Duration,
     /// Overload limits.
@@ -427,9 +434,11 @@ impl ServeArgs {
                 "an address such as `127.0.0.1:8080`",
             )
         })?;
-        let jwt_secret = match &self.jwt_secret {
+        let jwt_secret = match self.jwt_secret.as_ref().map(Secret::expose) {
             None => None,
-            Some(secret) if secret.len() >= MIN_SECRET_BYTES => Some(secret.as_bytes().to_vec()),
+            Some(secret) if secret.len() >= MIN_SECRET_BYTES => {
+                Some(Secret::new(secret.as_bytes().to_vec()))
+            }
             Some(_) => {
                 return Err(ConfigError::secret(
                     "KILLRVIDEO_JWT_SECRET",
@@ -621,5 +630,42 @@ mod tests {
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.header_read_timeout, default.header_read_timeout);
+    }
+
+    #[test]
+    fn a_debug_print_of_the_settings_shows_no_secret() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let jwt_secret = "a-jwt-secret-of-at-least-32-bytes-long";
+        let kek = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let old_kek = "HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+        let args = Serve::parse_from([
+            "serve",
+            "--jwt-secret",
+            jwt_secret,
+            "--key-encryption-key",
+            kek,
+            "--old-key-encryption-keys",
+            old_kek,
+        ])
+        .args;
+        let settings = args.settings().unwrap();
+        assert_eq!(
+            settings.jwt_secret.as_ref().map(|s| s.expose().as_slice()),
+            Some(jwt_secret.as_bytes())
+        );
+        for printed in [format!("{args:?}"), format!("{settings:?}")] {
+            assert!(printed.contains("[redacted]"), "{printed}");
+            for secret in [jwt_secret, kek, old_kek] {
+                assert!(!printed.contains(secret), "{printed}");
+            }
+            // Nor the bytes, as `Vec<u8>`'s Debug would list them.
+            let bytes = format!("{:?}", jwt_secret.as_bytes());
+            assert!(!printed.contains(&bytes[1..bytes.len() - 1]), "{printed}");
+        }
     }
 }

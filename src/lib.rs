@@ -39,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use crate::auth::password::Passwords;
 use crate::clock::EventClock;
 use crate::config::{ServeSettings, StoreSettings};
 use crate::http::{AppState, CorsOrigins, Limits, router};
+use crate::secret::Secret;
 use crate::store::cassandra::CassandraStore;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{SharedBackend, SharedStore, StoreError};
@@ -119,9 +120,9 @@ impl Application {
                 "KILLRVIDEO_JWT_SECRET is not set: using a random secret. Tokens will not survive a restart \
                  and other instances will reject them. Set KILLRVIDEO_JWT_SECRET in production!"
             );
-            rand::random::<[u8; 32]>().to_vec()
+            Secret::new(rand::random::<[u8; 32]>().to_vec())
         });
-        let jwt = JwtKeys::new(&secret, settings.jwt_ttl);
+        let jwt = JwtKeys::new(secret.expose(), settings.jwt_ttl);
         let mut application = Self::with_store(settings.listen, store, jwt).await?;
         application.limits = settings.limits;
         application.cors = settings.cors_origins;
