@@ -1,7 +1,10 @@
 //! The one error type of the HTTP edge, rendered as RFC 9457 problem details.
 //!
 //! Client mistakes are 4xx with a precise `detail`. Server faults are 500 with a generic
-//! `detail`; the cause is logged once, with the same request id the body carries.
+//! `detail`; the cause is logged once, with the same request id the body carries, where
+//! the response is finished: [`ApiError::into_response`] leaves an [`ErrorReport`] in the
+//! response's extensions, and [`super::middleware::report_errors`] logs it with the
+//! matched route and counts the store error behind it.
 
 use crate::domain::FieldError;
 use crate::store::StoreError;
@@ -18,7 +21,7 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 tokio::task_local! {
     /// The request being served, so any error can name it (`instance`, `request_id`)
-    /// without every handler passing it along. Set by [`super::middleware::problem_context`].
+    /// without every handler passing it along. Set by [`super::middleware::request_context`].
     pub static REQUEST_CONTEXT: RequestContext;
 }
 
@@ -100,23 +103,76 @@ pub enum ApiError {
     /// 500. The cause is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A store error, answered as [`ApiError::Unavailable`], [`ApiError::Conflict`] or
+    /// [`ApiError::Internal`] and counted by its kind where the answer is finished.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        crate::telemetry::store_error(match &err {
-            StoreError::Conflict(_) => "conflict",
-            StoreError::Unavailable { .. } => "unavailable",
-            StoreError::SchemaMissing(_) => "schema_missing",
-            StoreError::Internal { .. } => "internal",
-            StoreError::WrongKey(_) => "wrong_key",
-        });
-        match err {
-            StoreError::Unavailable { .. } => ApiError::Unavailable(err.report()),
-            StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::SchemaMissing(_)
-            | StoreError::Internal { .. }
-            | StoreError::WrongKey(_) => ApiError::Internal(err.report()),
+        ApiError::Store(err)
+    }
+}
+
+/// What the answer to a failed request leaves for [`super::middleware::report_errors`],
+/// in the response's extensions: the one place that logs and counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// A server-side failure to log, with its cause: `Some` for a fault (at ERROR) or
+    /// an unreachable store (at WARN), `None` for a client's mistake or shed load.
+    pub logged: Option<(ReportLevel, String)>,
+    /// The kind of store error behind the answer (`store_errors_total{kind}`), if any.
+    pub store_error: Option<&'static str>,
+}
+
+/// How loudly an [`ErrorReport`] is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportLevel {
+    /// A fault: `request failed`, at ERROR.
+    Fault,
+    /// The data store could not be reached: at WARN.
+    Unavailable,
+}
+
+impl ErrorReport {
+    /// What an error leaves to be logged and counted; `None` when there is nothing.
+    fn of(error: &ApiError) -> Option<Self> {
+        let store_error = match error {
+            ApiError::Store(err) => Some(match err {
+                StoreError::Conflict(_) => "conflict",
+                StoreError::Unavailable { .. } => "unavailable",
+                StoreError::SchemaMissing(_) => "schema_missing",
+                StoreError::Internal { .. } => "internal",
+                StoreError::WrongKey(_) => "wrong_key",
+            }),
+            _ => None,
+        };
+        let logged = match error {
+            ApiError::Internal(cause) => Some((ReportLevel::Fault, cause.clone())),
+            ApiError::Unavailable(cause) => Some((ReportLevel::Unavailable, cause.clone())),
+            ApiError::Store(err) => match store_answer(err) {
+                ApiError::Internal(cause) => Some((ReportLevel::Fault, cause)),
+                ApiError::Unavailable(cause) => Some((ReportLevel::Unavailable, cause)),
+                _ => None,
+            },
+            _ => None,
+        };
+        (logged.is_some() || store_error.is_some()).then_some(Self {
+            logged,
+            store_error,
+        })
+    }
+}
+
+/// A store error as the edge answers it: unreachable is 503, a conflict 409, the rest
+/// a fault.
+fn store_answer(err: &StoreError) -> ApiError {
+    match err {
+        StoreError::Unavailable { .. } => ApiError::Unavailable(err.report()),
+        StoreError::Conflict(what) => ApiError::Conflict(what.clone()),
+        StoreError::SchemaMissing(_) | StoreError::Internal { .. } | StoreError::WrongKey(_) => {
+            ApiError::Internal(err.report())
         }
     }
 }
@@ -125,6 +181,7 @@ impl ApiError {
     /// The one place statuses are decided.
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Store(err) => store_answer(err).status(),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } | ApiError::LoginTooOld { .. } => {
                 StatusCode::UNAUTHORIZED
@@ -149,6 +206,7 @@ impl ApiError {
     /// The problem `type`: a stable identifier per kind of problem.
     fn problem_type(&self) -> &'static str {
         match self {
+            ApiError::Store(err) => store_answer(err).problem_type(),
             ApiError::BadRequest(_) => "urn:killrvideo:problem:bad-request",
             ApiError::Unauthorized { .. } => "urn:killrvideo:problem:unauthenticated",
             ApiError::LoginTooOld { .. } => "urn:killrvideo:problem:login-too-old",
@@ -172,6 +230,7 @@ impl ApiError {
     /// What the client is told. Server-side causes stay in the log.
     fn detail(&self) -> String {
         match self {
+            ApiError::Store(err) => store_answer(err).detail(),
             ApiError::Unavailable(_) => {
                 "Unable to reach the data store. Please try again later.".into()
             }
@@ -211,20 +270,28 @@ fn problem_response(status: StatusCode, body: Map<String, Value>, headers: Heade
     response
 }
 
+/// Renders the problem document, and leaves an [`ErrorReport`] in the response for
+/// the middleware that logs and counts failures; nothing is logged here.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let report = ErrorReport::of(&self);
+        let answer = match self {
+            ApiError::Store(err) => store_answer(&err),
+            other => other,
+        };
+        let mut response = answer.problem();
+        if let Some(report) = report {
+            response.extensions_mut().insert(report);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// The problem document of an error that is not [`ApiError::Store`].
+    fn problem(self) -> Response {
         let status = self.status();
         let context = REQUEST_CONTEXT.try_with(Clone::clone).ok();
-        let request_id = context.as_ref().map(|c| c.request_id.clone());
-        match &self {
-            ApiError::Internal(cause) => {
-                tracing::error!(request_id = request_id.as_deref(), %cause, "request failed")
-            }
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(request_id = request_id.as_deref(), %cause, "data store unavailable")
-            }
-            _ => {}
-        }
 
         let mut body = Map::new();
         body.insert("type".into(), json!(self.problem_type()));
@@ -286,5 +353,48 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         problem_response(status, body, headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_of(response: &Response) -> Option<&ErrorReport> {
+        response.extensions().get::<ErrorReport>()
+    }
+
+    #[test]
+    fn a_store_error_is_answered_as_before_and_reported_by_its_kind() {
+        let response = ApiError::from(StoreError::unavailable("no replicas")).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let report = report_of(&response).expect("reported");
+        assert_eq!(report.store_error, Some("unavailable"));
+        assert!(
+            matches!(&report.logged, Some((ReportLevel::Unavailable, cause)) if cause.contains("no replicas"))
+        );
+
+        let response = ApiError::from(StoreError::Conflict("email taken".into())).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let report = report_of(&response).expect("counted");
+        assert_eq!(
+            (report.store_error, &report.logged),
+            (Some("conflict"), &None)
+        );
+
+        let response = ApiError::from(StoreError::internal("bad row")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(
+            &report_of(&response).expect("reported").logged,
+            Some((ReportLevel::Fault, cause)) if cause.contains("bad row")
+        ));
+    }
+
+    #[test]
+    fn a_client_mistake_leaves_nothing_to_report() {
+        let response = ApiError::BadRequest("no".into()).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(report_of(&response).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Cross-cutting request handling.
 
-use super::error::{ApiError, REQUEST_CONTEXT, RequestContext};
-use axum::extract::Request;
+use super::error::{ApiError, ErrorReport, REQUEST_CONTEXT, ReportLevel, RequestContext};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,36 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     };
     let mut response = REQUEST_CONTEXT.scope(context, next.run(request)).await;
     response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// Logs a failed request once, where its answer is finished (as axum's
+/// `error-handling` example does): a fault at ERROR, an unreachable store at WARN, each
+/// with its cause, the matched route (never the raw path, which holds user ids) and the
+/// request id the problem document carries; and counts the store error behind the
+/// answer (`store_errors_total`). Whatever built the error only described it
+/// ([`ErrorReport`], left in the response's extensions by `ApiError::into_response`).
+pub async fn report_errors(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    if let Some(report) = response.extensions().get::<ErrorReport>() {
+        if let Some(kind) = report.store_error {
+            crate::telemetry::store_error(kind);
+        }
+        if let Some((level, cause)) = &report.logged {
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let request_id = REQUEST_CONTEXT.try_with(|c| c.request_id.clone()).ok();
+            let request_id = request_id.as_deref();
+            match level {
+                ReportLevel::Fault => {
+                    tracing::error!(route, request_id, %cause, "request failed")
+                }
+                ReportLevel::Unavailable => {
+                    tracing::warn!(route, request_id, %cause, "data store unavailable")
+                }
+            }
+        }
+    }
     response
 }
 
@@ -92,4 +122,64 @@ pub async fn require_one_host(request: Request, next: Next) -> Response {
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    /// Collects what the log writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fault_is_logged_once_with_the_matched_route_and_the_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route(
+                "/users/{user_id}",
+                get(|| async { ApiError::Internal("the disk is on fire".into()) }),
+            )
+            .layer(axum::middleware::from_fn(report_errors))
+            .layer(axum::middleware::from_fn(request_context));
+        let user_id = "6f1c2a8e-3d4b-4c5a-9e7f-0a1b2c3d4e5f";
+        let request = Request::get(format!("/users/{user_id}"))
+            .header("x-request-id", "request-77")
+            .body(Body::empty())
+            .expect("request");
+
+        let response = app.oneshot(request).await.expect("infallible");
+
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let log = String::from_utf8(captured.0.lock().expect("log buffer").clone()).unwrap();
+        assert_eq!(log.matches("request failed").count(), 1, "{log}");
+        assert!(log.contains("the disk is on fire"), "{log}");
+        assert!(log.contains("/users/{user_id}"), "{log}");
+        assert!(log.contains("request-77"), "{log}");
+        assert!(!log.contains(user_id), "the raw path names the user: {log}");
+    }
 }

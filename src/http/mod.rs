@@ -194,6 +194,10 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed);
     // Inside the request context, so the 503s carry the request id.
     with_overload_protection(api, probes, limits)
+        // Around every answer a route gives, shed load and timeouts included; inside
+        // the request context and the log span, whose ids it logs. `Router::layer`
+        // runs after routing, so the matched route is known.
+        .layer(axum::middleware::from_fn(middleware::report_errors))
         .layer(axum::middleware::from_fn(middleware::require_one_host))
         .layer(
             TraceLayer::new_for_http()
@@ -212,8 +216,8 @@ pub fn router(state: AppState, limits: Limits, cors: &CorsOrigins) -> Router {
                 })
                 // Every answer once at INFO, except shed load and abandoned requests,
                 // which a flood would turn into a flood of lines: they are counted and
-                // summarised (middleware::overload). Server faults are logged where
-                // their cause is known (ApiError), so nothing is logged on failure here.
+                // summarised (middleware::overload). Server faults are logged once, by
+                // middleware::report_errors, so nothing is logged on failure here.
                 .on_response(
                     |response: &axum::response::Response,
                      latency: std::time::Duration,
