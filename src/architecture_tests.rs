@@ -16,17 +16,37 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
     ("telemetry", &[]),
+    ("secret", &[]),
     ("clock", &["domain"]),
-    ("auth", &["domain", "telemetry"]),
-    ("store", &["domain", "clock", "telemetry"]),
-    ("app", &["domain", "store", "auth", "clock", "telemetry"]),
+    ("auth", &["domain", "telemetry", "secret"]),
+    ("store", &["domain", "clock", "telemetry", "secret"]),
+    (
+        "app",
+        &["domain", "store", "auth", "clock", "telemetry", "secret"],
+    ),
     (
         "http",
-        &["app", "domain", "store", "auth", "clock", "telemetry"],
+        &[
+            "app",
+            "domain",
+            "store",
+            "auth",
+            "clock",
+            "telemetry",
+            "secret",
+        ],
     ),
     (
         "config",
-        &["http", "store", "auth", "domain", "clock", "telemetry"],
+        &[
+            "http",
+            "store",
+            "auth",
+            "domain",
+            "clock",
+            "telemetry",
+            "secret",
+        ],
     ),
     (
         "startup",
@@ -39,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "domain",
             "clock",
             "telemetry",
+            "secret",
         ],
     ),
     (
@@ -52,6 +73,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "domain",
             "clock",
             "telemetry",
+            "secret",
         ],
     ),
 ];
