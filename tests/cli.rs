@@ -225,17 +225,7 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "serve ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = exit_within(&mut child, Duration::from_secs(10));
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
@@ -275,14 +265,19 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         .arg(child.id().to_string())
         .status()
         .unwrap();
+    exit_within(child, Duration::from_secs(15))
+}
+
+/// Waits for the child to exit, failing the test if it has not within `within`.
+fn exit_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "serve ignored SIGTERM"
+            started.elapsed() < within,
+            "serve did not stop within {within:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -362,17 +357,7 @@ fn sigterm_lets_in_flight_requests_finish() {
         }
         statuses
     });
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "serve did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = exit_within(&mut child, Duration::from_secs(15));
     assert!(exit.success(), "{exit:?}");
     assert!(
         statuses.iter().all(|s| *s == Ok(201)),
