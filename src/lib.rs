@@ -6,8 +6,8 @@
 //!
 //! ## Layout
 //!
-//! Four layers, each naming only those below it (checked by a unit test,
-//! `architecture_tests.rs`; docs/architecture.md draws them):
+//! Four layers, each naming only those below it, as `architecture_tests.rs` checks
+//! (its table is the rule; docs/architecture.md draws it):
 //!
 //! - [`domain`]: pure rules, no I/O. Validation (`names`, `email`, `password`,
 //!   `profile`, `registration`), decisions (`decide`, and `role` for the moderators'

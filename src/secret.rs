@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 /// A secret (a token-signing key, a key-encryption key as configured): `Debug` prints
 /// `[redacted]`, the value is read only through [`Secret::expose`], and it is zeroed
 /// when dropped.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret<T: Zeroize>(T);
 
 impl<T: Zeroize> Secret<T> {

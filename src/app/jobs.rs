@@ -524,6 +524,7 @@ pub async fn verify_observed(
             .try_collect::<Vec<_>>()
             .await;
         ticker.abort();
+        progress.tick();
         progress.finish();
         for (users, events, drifts) in outcome? {
             report.users_checked += users;

@@ -95,15 +95,23 @@ fn development_kek(path: &Path) -> Result<Kek, StoreError> {
         Ok(text) => Kek::from_base64(&text).map_err(|err| unreadable(err.to_string())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let kek = Kek::random();
+            // Written whole under a name of its own, then linked into place: a process
+            // reading the key never sees it half-written, and of two making one at
+            // once, the second's link fails and it reads the first's.
+            let temporary = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let written = options.open(path).and_then(|mut file| {
-                use std::io::Write;
-                file.write_all(kek.to_base64().as_bytes())?;
-                file.sync_all()
-            });
+            let written = options
+                .open(&temporary)
+                .and_then(|mut file| {
+                    use std::io::Write;
+                    file.write_all(kek.to_base64().as_bytes())?;
+                    file.sync_all()
+                })
+                .and_then(|()| std::fs::hard_link(&temporary, path));
+            let _ = std::fs::remove_file(&temporary);
             match written {
                 Ok(()) => Ok(kek),
                 // Another process made it first: use theirs.

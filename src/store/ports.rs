@@ -12,6 +12,11 @@
 //! | [`Leases`] | named leases with a time to live | `leases.rs` |
 //! | [`ProjectionStore`] | the jobs' scans, side tables and checkpoints | `jobs.rs` |
 //!
+//! The users' data keys have no port of their own: a backend reads and makes them
+//! inside the writes and reads that seal and open values (`keys.rs` in each backend),
+//! and the one thing the application does with a key, deleting it at an erasure, is
+//! a step of [`ErasureStore`].
+//!
 //! [`UserStore`] bundles the request path's ports, and [`Backend`] adds the jobs' port:
 //! both have a blanket implementation, so a backend implements the focused ports and
 //! nothing else. Application functions take the narrowest port they need
